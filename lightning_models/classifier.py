@@ -1,0 +1,129 @@
+"""The one LightningModule of the lab: any ``nn.Module`` classifier + optimizer + scheduler.
+
+Every ``model=`` config builds an :class:`ImageClassifier` around a different network, so training,
+evaluation, metrics and logging live here once. The optimizer and the scheduler come in as partials
+(Hydra ``_partial_: true``) because they need the parameters, which exist only after construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_models.errors import LabError
+
+STAGES = ("train", "val", "test")
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains ``net`` to classify images into ``num_classes`` classes.
+
+    Args:
+        net: the architecture; returns logits, or log-probabilities when it sets
+            ``outputs_log_probs = True`` (then pair it with ``NLLLoss``).
+        optimizer: partial that takes the parameters and returns a ``torch.optim.Optimizer``.
+        scheduler: ``None``, or Lightning's lr-scheduler config as a mapping: ``scheduler`` (a
+            partial taking the optimizer) plus optional ``interval`` (``step`` or ``epoch``),
+            ``frequency`` and ``monitor``.
+        loss: the criterion; cross-entropy when omitted.
+        num_classes: number of classes, for the accuracy metrics.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``
+    and ``test/acc``, each once per epoch.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Mapping[str, Any] | None = None,
+        loss: nn.Module | None = None,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        # Only plain values go into the checkpoint's hparams: the network and loss live in the
+        # state dict, and pickled partials would stop torch.load(weights_only=True) reading it.
+        self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_config = scheduler
+        self.net = net
+        self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
+        _check_loss_matches_head(self.criterion, net)
+        _check_scheduler(scheduler)
+
+        # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffixes.
+        self.metrics = nn.ModuleDict()
+        for s in STAGES:
+            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            self.metrics[f"{s}_loss"] = MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        out = self(x)
+        loss = self.criterion(out, y)
+        mean_loss, acc = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
+        mean_loss(loss)
+        acc(out.argmax(dim=1), y)
+        # Metric objects are logged so Lightning computes them once per epoch, on the whole epoch.
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        # The sanity check ran validation on an untrained net: that must not count as the best.
+        self.val_acc_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_config is None:
+            return optimizer
+        lr_scheduler = dict(self.scheduler_config)
+        lr_scheduler["scheduler"] = lr_scheduler["scheduler"](optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+
+def _check_loss_matches_head(criterion: nn.Module, net: nn.Module) -> None:
+    """NLLLoss on raw logits trains, but towards the wrong objective: refuse it."""
+    if isinstance(criterion, nn.NLLLoss) and not getattr(net, "outputs_log_probs", False):
+        raise LabError(
+            f"loss NLLLoss expects log-probabilities, but {type(net).__name__} returns raw logits; "
+            "use loss cross_entropy, or a model with a log-softmax head (e.g. model=lenet5_relu)"
+        )
+
+
+def _check_scheduler(scheduler: Mapping[str, Any] | None) -> None:
+    if scheduler is None:
+        return
+    if "scheduler" not in scheduler:
+        raise LabError(
+            "scheduler must hold a 'scheduler' entry (a partial torch LR scheduler) beside "
+            f"'interval'; got keys {sorted(scheduler)}"
+        )
+    interval = scheduler.get("interval", "epoch")
+    if interval not in ("step", "epoch"):
+        raise LabError(f"scheduler.interval={interval!r} is not allowed; use 'step' or 'epoch'")

@@ -1,0 +1,33 @@
+"""The one exception type for mistakes a user can fix (bad config value, missing data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+
+class LabError(ValueError):
+    """A user-fixable problem, reported as one sentence instead of a stack trace.
+
+    The message names what was wrong (the config key and its value, or the file) and what to do.
+    ``train.py`` prints it and exits non-zero; in a multirun the job fails and the sweep goes on.
+    """
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a LabError raised inside surfaces as itself.
+
+    Hydra wraps whatever a ``_target_`` raises in an InstantiationException whose message is a
+    repr of a repr; the user should read our sentence instead.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, LabError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

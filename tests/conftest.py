@@ -1,0 +1,61 @@
+"""Shared fixtures: generated datasets in real formats and the real Hydra config, shrunk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from tests.idx_files import write_torchvision_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """MNIST and FashionMNIST (600 train / 200 test each) in torchvision's on-disk layout."""
+    root = tmp_path_factory.mktemp("data")
+    write_torchvision_layout(root, "MNIST", seed=1)
+    write_torchvision_layout(root, "FashionMNIST", seed=2)
+    return root
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    """The real ``conf/train.yaml`` composed as ``python train.py <overrides>`` would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+# Shrinks a run to seconds: tiny validation split, two batches per stage, no progress bar.
+FAST = [
+    "data.val_size=100",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+]
+
+
+@pytest.fixture
+def train_cfg(data_dir, tmp_path):
+    """Returns a function composing the shrunk train config that writes under ``tmp_path``."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_train(
+            [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", *FAST, *overrides]
+        )
+
+    return make

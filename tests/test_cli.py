@@ -1,0 +1,87 @@
+"""``python train.py`` as a user runs it: help, bad input, a multirun sweep."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, ROOT
+from tests.test_train import scalar_tags
+
+
+def run_train(*args: str, data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(log_dir)}
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_help_lists_the_groups_and_their_options(tmp_path):
+    out = run_train("--help", data_dir=tmp_path, log_dir=tmp_path).stdout
+    assert "model: fcn, lenet5, lenet5_modified, lenet5_relu" in out
+    assert "data: fashion, mnist" in out
+    assert "trainer: cpu, default, gpu, mps" in out
+    for group in ("callbacks:", "logger:", "paths:"):
+        assert group in out
+
+
+@pytest.mark.parametrize(("group", "choice"), [("model", "lenet5_modified"), ("data", "mnist")])
+def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
+    result = run_train(f"{group}=nope", data_dir=tmp_path, log_dir=tmp_path)
+    assert result.returncode != 0
+    assert f"Could not find '{group}/nope'" in result.stderr
+    assert f"Available options in '{group}'" in result.stderr and choice in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "sentence"),
+    [
+        ("data.batch_size=0", "data.batch_size=0 is not allowed; use a whole number of at least 1"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; use a positive number"),
+        (
+            "data.val_size=1000000",
+            "data.val_size=1000000 is not smaller than the FashionMNIST training set (600 images)",
+        ),
+    ],
+)
+def test_bad_value_fails_with_one_sentence_and_no_checkpoint(
+    data_dir, tmp_path, override, sentence
+):
+    result = run_train(override, data_dir=data_dir, log_dir=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert sentence in output and "Traceback" not in output
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.*"))
+
+
+def test_missing_data_offline_says_where_and_how(tmp_path):
+    result = run_train(
+        "data=mnist", "data.download=false", data_dir=tmp_path / "nothing", log_dir=tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert f"MNIST files not found: searched {tmp_path / 'nothing' / 'MNIST' / 'raw'}" in output
+    assert "train-images-idx3-ubyte" in output and "paths.data_dir" in output
+
+
+def test_multirun_gives_each_job_its_own_dir(data_dir, tmp_path):
+    result = run_train("-m", "model=fcn,lenet5", *FAST, data_dir=data_dir, log_dir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = list((tmp_path / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        # Lightning reopens the writer for `test`, so one run may hold several event files.
+        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        assert {"train/loss", "val/acc", "test/acc"} <= scalar_tags(job)
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert "model: fcn" in (jobs[0] / "tensorboard" / "hparams.yaml").read_text()
+    assert "model: lenet5" in (jobs[1] / "tensorboard" / "hparams.yaml").read_text()

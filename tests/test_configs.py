@@ -1,0 +1,73 @@
+"""Every model x data pair composes from the real configs, with sizes flowing from the data."""
+
+import pytest
+import torch
+
+from lightning_models import ImageClassifier, LabError, build
+from tests.conftest import CONF, compose_train
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATAS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+
+
+def test_the_foundation_options_exist():
+    assert {"fcn", "lenet5", "lenet5_modified", "lenet5_relu"} <= set(MODELS)
+    assert {"mnist", "fashion"} <= set(DATAS)
+
+
+@pytest.mark.parametrize("data", DATAS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_composes_with_every_dataset(model, data):
+    cfg = compose_train([f"model={model}", f"data={data}"])
+    module = build(cfg.model)
+    assert isinstance(module, ImageClassifier)
+    shape = (2, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
+    assert module(torch.zeros(shape)).shape == (2, cfg.data.num_classes)
+
+
+def test_sizes_are_interpolated_from_the_data_config():
+    cfg = compose_train(["model=lenet5", "data=mnist", "data.image_size=32", "data.in_channels=3"])
+    assert (cfg.model.net.image_size, cfg.model.net.in_channels) == (32, 3)
+    assert cfg.model.num_classes == cfg.data.num_classes
+
+
+def test_optimizer_scheduler_and_loss_are_top_level_keys():
+    cfg = compose_train(["optimizer.lr=0.1", "optimizer.weight_decay=1e-4"])
+    module = build(cfg.model)
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["lr"] == 0.1 and optimizer.defaults["weight_decay"] == 1e-4
+    assert isinstance(module.criterion, torch.nn.CrossEntropyLoss)
+
+
+def test_default_recipe_is_report_000():
+    cfg = compose_train()
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.loss._target_ == "torch.nn.CrossEntropyLoss"
+    assert cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 10
+    assert cfg.trainer.accelerator == "auto" and cfg.trainer.devices == "auto"
+
+
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_scheduler_interval_is_configurable(interval):
+    step_lr = (
+        "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1000, gamma: 0.9}"
+    )
+    cfg = compose_train([f"scheduler={{interval: {interval}, scheduler: {step_lr}}}"])
+    conf = build(cfg.model).configure_optimizers()
+    assert conf["lr_scheduler"]["interval"] == interval
+    assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+
+
+def test_bad_scheduler_interval_is_rejected():
+    step_lr = "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1}"
+    cfg = compose_train([f"scheduler={{interval: batch, scheduler: {step_lr}}}"])
+    with pytest.raises(LabError, match="scheduler.interval='batch' is not allowed"):
+        build(cfg.model)
+
+
+def test_nll_loss_needs_a_log_softmax_head():
+    nll = "loss={_target_: torch.nn.NLLLoss}"
+    assert build(compose_train(["model=lenet5_relu", nll]).model)
+    with pytest.raises(LabError, match="NLLLoss expects log-probabilities, but LeNet5 returns"):
+        build(compose_train(["model=lenet5", nll]).model)

@@ -1,0 +1,178 @@
+"""Train, then test, one image classifier as composed by Hydra from ``conf/``.
+
+    python train.py model=lenet5_modified data=fashion trainer.max_epochs=20
+    python train.py -m optimizer.lr=1e-1,1e-2,1e-3
+
+Everything the run needs (datamodule, LightningModule, callbacks, loggers, Trainer) is built from
+the config here and nowhere else; the returned value is the ``optimized_metric`` for sweepers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lightning_models.errors import LabError, build
+
+log = logging.getLogger("train")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject values that can only fail later, before anything is built or trained."""
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise LabError(f"optimizer.lr={lr!r} is not allowed; use a positive number such as 1e-3")
+    wd = cfg.optimizer.get("weight_decay")
+    if wd is not None and not (isinstance(wd, int | float) and wd >= 0):
+        raise LabError(f"optimizer.weight_decay={wd!r} is not allowed; use 0 or a positive number")
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
+        raise LabError(
+            f"trainer.max_epochs={epochs!r} is not allowed; use a whole number of at least 1 "
+            "(or -1 for no limit)"
+        )
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
+    if not group:
+        return []
+    return [build(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def hparams_to_log(cfg: DictConfig) -> dict[str, Any]:
+    """What TensorBoard's HParams tab compares: the choices and values that define a run."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {
+        "model": choices.get("model", cfg.model.net._target_.rsplit(".", 1)[-1]),
+        "data": choices.get("data", cfg.data._target_.rsplit(".", 1)[-1]),
+        "seed": cfg.seed,
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True)
+        if cfg.scheduler
+        else "none",
+        "loss": cfg.loss._target_.rsplit(".", 1)[-1],
+        "batch_size": cfg.data.batch_size,
+        "max_epochs": cfg.trainer.max_epochs,
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test as ``cfg`` says; return the final metrics (``val/…`` and ``test/…``)."""
+    check_config(cfg)
+    if cfg.get("seed") is not None:  # seed 0 is a seed
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = build(cfg.data)
+    # Find the data and split it now, so a missing file or impossible split stops the run before
+    # a model, a checkpoint folder or an event file exists.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    model: L.LightningModule = build(cfg.model)
+
+    trainer_overrides: dict[str, Any] = {}
+    if not datamodule.has_validation:
+        # No val/acc to select on: keep the latest checkpoint, skip the validation loop.
+        trainer_overrides = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+        if cfg.get("callbacks") and "model_checkpoint" in cfg.callbacks:
+            with open_dict(cfg):
+                cfg.callbacks.model_checkpoint.monitor = None
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = build(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides
+    )
+
+    hparams = hparams_to_log(cfg)
+    for logger in loggers:
+        logger.log_hyperparams(hparams)  # hparams.yaml beside the event files, before any epoch
+
+    started = time.perf_counter()
+    metrics: dict[str, float] = {}
+    if cfg.get("train"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update(_floats(trainer.callback_metrics))
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(trainer, cfg))
+        metrics.update(_floats(trainer.callback_metrics))
+    metrics["time/total_s"] = time.perf_counter() - started
+    metrics["epochs"] = trainer.current_epoch
+
+    for logger in loggers:
+        # Final figures under their own tags, so the HParams tab lines up runs of a sweep.
+        logger.log_hyperparams(
+            hparams,
+            {f"hparams/{k.replace('/', '_')}": v for k, v in metrics.items() if k in _HP_METRICS},
+        )
+        logger.save()
+    _write_metrics(metrics, cfg)
+    _print_summary(trainer, metrics, cfg)
+    return metrics
+
+
+_HP_METRICS = ("test/acc", "test/loss", "val/acc_best")
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _test_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> str | None:
+    """The best checkpoint of this fit; else ``ckpt_path`` (test only); else None (in memory)."""
+    ckpt = trainer.checkpoint_callback
+    if cfg.get("train") and ckpt is not None and ckpt.best_model_path:
+        return ckpt.best_model_path
+    if not cfg.get("train") and cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    log.warning("No checkpoint to test: testing the weights in memory.")
+    return None
+
+
+@rank_zero_only
+def _write_metrics(metrics: dict[str, float], cfg: DictConfig) -> None:
+    """Final figures as JSON in the run dir, for scripts and tables that compare runs."""
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _print_summary(trainer: L.Trainer, metrics: dict[str, float], cfg: DictConfig) -> None:
+    ckpt = trainer.checkpoint_callback
+    lines = ["", "== summary =="]
+    for key in ("test/acc", "test/loss", "val/acc_best"):
+        if key in metrics:
+            lines.append(f"{key:<14} {metrics[key]:.4f}")
+    lines.append(f"{'epochs':<14} {metrics['epochs']}")
+    lines.append(f"{'wall time':<14} {metrics['time/total_s']:.1f} s")
+    lines.append(f"{'run dir':<14} {cfg.paths.output_dir}")
+    if ckpt is not None and ckpt.best_model_path:
+        lines.append(f"{'best ckpt':<14} {ckpt.best_model_path}")
+    lines.append(f"{'tensorboard':<14} tensorboard --logdir {Path(cfg.paths.output_dir)}")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except LabError as err:
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(1)  # one sentence, no stack trace
+        raise  # in a multirun the job fails and Hydra goes on with the others
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
