@@ -10,15 +10,12 @@ folder searched, the files expected and how to get them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset, random_split
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
+from datamodules.base import ImageDataModule
 from lightning_models.errors import LabError
 
 
@@ -27,20 +24,13 @@ def _raw_files(dataset_cls: type[datasets.MNIST]) -> list[str]:
     return [os.path.splitext(os.path.basename(url))[0] for url, _md5 in dataset_cls.resources]
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(ImageDataModule):
     """Handwritten digits, 1x28x28, 60k train / 10k test.
 
-    Args:
-        data_dir: root folder in torchvision's layout (the dataset lives in ``<data_dir>/MNIST``).
-        batch_size: images per batch, for every stage.
-        val_size: images carved out of the training set for validation, by a split seeded with
-            ``split_seed`` (fixed across training seeds, so all runs validate on the same images).
-            0 means no validation loop, as in the reports.
-        num_workers: DataLoader worker processes.
-        mean, std: per-channel normalisation after ``ToTensor`` (mean 0, std 1 leaves it as is).
-        in_channels, image_size, num_classes: the shape the models are built for. The images are
-            resized to ``image_size`` and replicated to 3 channels when ``in_channels=3``.
-        download: let torchvision download missing files.
+    Takes :class:`~datamodules.base.ImageDataModule`'s arguments; ``data_dir`` is in
+    torchvision's layout (the dataset lives in ``<data_dir>/MNIST``). Images are resized to
+    ``image_size`` and replicated to 3 channels when ``in_channels=3``. ``download`` lets
+    torchvision fetch missing files.
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
@@ -53,68 +43,32 @@ class MNISTDataModule(L.LightningDataModule):
         data_dir: str = "data",
         batch_size: int = 64,
         val_size: int = 5000,
-        num_workers: int = 0,
-        mean: Sequence[float] = (0.0,),
-        std: Sequence[float] = (1.0,),
-        split_seed: int = 0,
-        in_channels: int = 1,
-        image_size: int = 28,
-        num_classes: int = 10,
         download: bool = True,
-        pin_memory: bool = False,
+        **kwargs,
     ):
-        super().__init__()
-        _check_positive_int("data.batch_size", batch_size)
-        _check_positive_int("data.image_size", image_size)
-        _check_nonnegative_int("data.val_size", val_size)
-        _check_nonnegative_int("data.num_workers", num_workers)
-        if num_classes != 10:
-            raise LabError(f"data.num_classes={num_classes} is wrong: {self.name} has 10 classes")
-        if in_channels not in (1, 3):
-            raise LabError(f"data.in_channels={in_channels} is not allowed; use 1 or 3")
-        for key, values in (("data.mean", mean), ("data.std", std)):
-            if len(values) not in (1, in_channels):
-                raise LabError(
-                    f"{key}={list(values)} needs 1 or {in_channels} values (data.in_channels)"
-                )
-        if any(s <= 0 for s in std):
-            raise LabError(f"data.std={list(std)} must be positive")
-
-        self.data_dir = Path(data_dir)
-        self.batch_size = batch_size
-        self.val_size = val_size
-        self.num_workers = num_workers
-        self.split_seed = split_seed
+        super().__init__(data_dir, batch_size, val_size, **kwargs)
+        if self.num_classes != 10:
+            raise LabError(
+                f"data.num_classes={self.num_classes} is wrong: {self.name} has 10 classes"
+            )
         self.download = download
-        self.pin_memory = pin_memory
-        self.transform = self._build_transform(mean, std, in_channels, image_size)
-        self.data_train: Dataset | None = None
-        self.data_val: Dataset | None = None
-        self.data_test: Dataset | None = None
-        self.classes: list[str] = list(self.dataset_cls.classes)
+        self.classes = list(self.dataset_cls.classes)
+        steps: list = []
+        if self.image_size != self.native_size:
+            steps.append(transforms.Resize(self.image_size))
+        if self.in_channels == 3:
+            steps.append(transforms.Grayscale(num_output_channels=3))
+        self.transform = transforms.Compose([*steps, transforms.ToTensor(), self.normalize])
 
     @property
     def name(self) -> str:
         return self.dataset_cls.__name__
 
-    @property
-    def has_validation(self) -> bool:
-        return self.val_size > 0
-
-    def _build_transform(self, mean, std, in_channels: int, image_size: int):
-        steps: list = []
-        if image_size != self.native_size:
-            steps.append(transforms.Resize(image_size))
-        if in_channels == 3:
-            steps.append(transforms.Grayscale(num_output_channels=3))
-        steps += [transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))]
-        return transforms.Compose(steps)
-
     # --- finding the files -------------------------------------------------------------------
 
     @property
     def raw_folder(self) -> Path:
-        return self.data_dir / self.name / "raw"
+        return Path(self.data_dir) / self.name / "raw"
 
     def _missing_files(self) -> list[str]:
         return [f for f in _raw_files(self.dataset_cls) if not (self.raw_folder / f).is_file()]
@@ -145,7 +99,7 @@ class MNISTDataModule(L.LightningDataModule):
             for train in (True, False):
                 self.dataset_cls(str(self.data_dir), train=train, download=True)
         except (RuntimeError, OSError):
-            # torchvision has already printed each mirror it tried; our error below says what to do.
+            # torchvision has already printed each mirror it tried; our error says what to do.
             return False
         return True
 
@@ -163,47 +117,14 @@ class MNISTDataModule(L.LightningDataModule):
             f"{', '.join(self._missing_files())}; {hints}"
         )
 
-    # --- datasets and loaders ----------------------------------------------------------------
+    # --- datasets ----------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_test is not None:  # train.py sets up early to check the data; do it once
             return
         root = str(self.data_dir)
-        full = self.dataset_cls(root, train=True, transform=self.transform)
-        if self.val_size >= len(full):
-            raise LabError(
-                f"data.val_size={self.val_size} is not smaller than the {self.name} training set "
-                f"({len(full)} images); use a value from 0 to {len(full) - 1}"
-            )
-        generator = torch.Generator().manual_seed(self.split_seed)
-        if self.val_size:
-            self.data_train, self.data_val = random_split(
-                full, [len(full) - self.val_size, self.val_size], generator=generator
-            )
-        else:
-            self.data_train = full
+        self.split(self.dataset_cls(root, train=True, transform=self.transform))
         self.data_test = self.dataset_cls(root, train=False, transform=self.transform)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.data_val is None:
-            raise LabError("this run has no validation set (data.val_size=0)")
-        return self._loader(self.data_val, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, shuffle=False)
 
 
 class FashionMNISTDataModule(MNISTDataModule):
@@ -212,13 +133,3 @@ class FashionMNISTDataModule(MNISTDataModule):
     dataset_cls = datasets.FashionMNIST
     debian_dir = Path("/usr/share/datasets/fashion-mnist")
     debian_package = "dataset-fashion-mnist"
-
-
-def _check_positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LabError(f"{key}={value!r} is not allowed; use a whole number of at least 1")
-
-
-def _check_nonnegative_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LabError(f"{key}={value!r} is not allowed; use a whole number of at least 0")

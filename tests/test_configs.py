@@ -71,3 +71,12 @@ def test_nll_loss_needs_a_log_softmax_head():
     assert build(compose_train(["model=lenet5_relu", nll]).model)
     with pytest.raises(LabError, match="NLLLoss expects log-probabilities, but LeNet5 returns"):
         build(compose_train(["model=lenet5", nll]).model)
+
+
+def test_lenet5_modified_brings_its_report_recipe_and_overrides_still_win():
+    cfg = compose_train(["model=lenet5_modified"])
+    assert cfg.optimizer.lr == 0.01
+    assert cfg.scheduler.interval == "step" and cfg.scheduler.scheduler.step_size == 1000
+    assert cfg.scheduler.scheduler.gamma == 0.9
+    cfg = compose_train(["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=null"])
+    assert cfg.optimizer.lr == 1e-3 and cfg.scheduler is None
