@@ -36,6 +36,11 @@ class ImageClassifier(L.LightningModule):
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``
     and ``test/acc``, each once per epoch.
+
+    Two optional hooks on ``net``: ``regularization(batch_size)`` returns a penalty added to the
+    training loss (logged as ``train/l2``); ``manual_update = True`` with
+    ``manual_step(x, y, lr) -> (loss, scores)`` makes the net do its own forward, gradient and
+    update, Lightning's manual optimisation driving it.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class ImageClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = scheduler
         self.net = net
+        # Nets that update themselves by hand (report 001's softmax regression) set manual_update.
+        self.automatic_optimization = not getattr(net, "manual_update", False)
         self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
         _check_loss_matches_head(self.criterion, net)
         _check_scheduler(scheduler)
@@ -67,26 +74,55 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        out = self(x)
-        loss = self.criterion(out, y)
+    def _record(self, stage: str, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         mean_loss, acc = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
         mean_loss(loss)
         acc(out.argmax(dim=1), y)
         # Metric objects are logged so Lightning computes them once per epoch, on the whole epoch.
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+
+    def _eval_step(self, batch, stage: str) -> None:
+        x, y = batch
+        out = self(x)
+        self._record(stage, self.criterion(out, y), out, y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        x, y = batch
+        if not self.automatic_optimization:
+            loss, out = self._hand_written_step(x, y)
+        else:
+            out = self(x)
+            loss = self.criterion(out, y)
+            if hasattr(self.net, "regularization"):
+                # e.g. report 002's L2 on chosen layers only, which weight_decay cannot express
+                penalty = self.net.regularization(x.shape[0])
+                self.log("train/l2", penalty, on_step=False, on_epoch=True)
+                loss = loss + penalty
+        self._record("train", loss, out, y)
+        return loss
+
+    def _hand_written_step(self, x: torch.Tensor, y: torch.Tensor):
+        """One update by the net's own forward, gradient and update code (no autograd).
+
+        The optimizer only carries the learning rate, so that schedulers work as for any model.
+        """
+        optimizer = self.optimizers()
+        loss, out = self.net.manual_step(x, y, lr=optimizer.param_groups[0]["lr"])
+        # The net's parameters have no gradients, so this changes no weight; it advances
+        # Lightning's step counter (global_step, logging, checkpoint intervals).
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        interval = (self.scheduler_config or {}).get("interval", "epoch")
+        if scheduler is not None and (interval == "step" or self.trainer.is_last_batch):
+            scheduler.step()
+        return loss, out
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._eval_step(batch, "test")
 
     def on_train_start(self) -> None:
         # The sanity check ran validation on an untrained net: that must not count as the best.
