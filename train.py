@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import LabError, build
 
 log = logging.getLogger("train")

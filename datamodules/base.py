@@ -22,9 +22,10 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: folder the dataset lives in.
         batch_size: images per batch, for every stage.
-        val_size: images carved out of the training set for validation, by a split seeded with
-            ``split_seed`` (fixed across training seeds, so all runs validate on the same images).
-            0 means no validation loop, as in the reports.
+        val_size: images carved out of the training set for validation (a count, or a fraction
+            between 0 and 1 of it), by a split seeded with ``split_seed`` (fixed across training
+            seeds, so all runs validate on the same images). 0 means no validation loop, as in
+            the reports.
         num_workers: DataLoader worker processes.
         mean, std: per-channel normalisation after ``ToTensor`` (mean 0, std 1 leaves it as is).
         in_channels, image_size, num_classes: the shape the models are built for.
@@ -35,7 +36,7 @@ class ImageDataModule(L.LightningDataModule):
         self,
         data_dir: str,
         batch_size: int,
-        val_size: int,
+        val_size: int | float,
         num_workers: int = 0,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
@@ -49,14 +50,17 @@ class ImageDataModule(L.LightningDataModule):
         check_int("data.batch_size", batch_size, minimum=1)
         check_int("data.image_size", image_size, minimum=1)
         check_int("data.num_classes", num_classes, minimum=2)
-        check_int("data.val_size", val_size, minimum=0)
+        if not (isinstance(val_size, float) and 0 < val_size < 1):
+            check_int("data.val_size", val_size, minimum=0, or_fraction=True)
         check_int("data.num_workers", num_workers, minimum=0)
         if in_channels not in (1, 3):
             raise LabError(f"data.in_channels={in_channels} is not allowed; use 1 or 3")
+        allowed = "1 value" if in_channels == 1 else f"1 value or {in_channels}, one per channel"
         for key, values in (("data.mean", mean), ("data.std", std)):
             if len(values) not in (1, in_channels):
                 raise LabError(
-                    f"{key}={list(values)} needs 1 or {in_channels} values (data.in_channels)"
+                    f"{key}={list(values)} is not allowed with data.in_channels={in_channels}; "
+                    f"give {allowed}"
                 )
         if any(s <= 0 for s in std):
             raise LabError(f"data.std={list(std)} must be positive")
@@ -91,18 +95,21 @@ class ImageDataModule(L.LightningDataModule):
         validation subset is taken from it.
         """
         n = len(train_view)
-        if self.val_size >= n:
+        n_val = (
+            max(1, round(self.val_size * n)) if isinstance(self.val_size, float) else self.val_size
+        )
+        if n_val >= n:
             raise LabError(
                 f"data.val_size={self.val_size} is not smaller than the {self.name} training set "
                 f"({n} images); use a value from 0 to {n - 1}"
             )
-        if not self.val_size:
+        if not n_val:
             self.data_train = train_view
             return
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        self.data_train = Subset(train_view, order[: n - self.val_size].tolist())
+        self.data_train = Subset(train_view, order[: n - n_val].tolist())
         self.data_val = Subset(
-            eval_view if eval_view is not None else train_view, order[n - self.val_size :].tolist()
+            eval_view if eval_view is not None else train_view, order[n - n_val :].tolist()
         )
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
@@ -120,16 +127,18 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        if not self.has_validation:
-            raise LabError("this run has no validation set (data.val_size=0)")
-        return self._loader(self.data_val, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        # No loader means no validation loop (Lightning skips it), also under fast_dev_run.
+        return self._loader(self.data_val, shuffle=False) if self.has_validation else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.data_test, shuffle=False)
 
 
-def check_int(key: str, value, minimum: int) -> None:
+def check_int(key: str, value, minimum: int, or_fraction: bool = False) -> None:
     """Reject anything but a whole number >= ``minimum``, naming the config key."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LabError(f"{key}={value!r} is not allowed; use a whole number of at least {minimum}")
+        allowed = f"a whole number of at least {minimum}"
+        if or_fraction:
+            allowed += " or a fraction between 0 and 1"
+        raise LabError(f"{key}={value!r} is not allowed; use {allowed}")

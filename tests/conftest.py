@@ -10,7 +10,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import datamodules  # noqa: F401  (registers the resolvers the data configs use)
+from tests.cifar_files import write_cifar10_layout
 from tests.idx_files import write_torchvision_layout
+from tests.image_files import write_class_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -18,11 +21,19 @@ CONF = ROOT / "conf"
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """MNIST and FashionMNIST (600 train / 200 test each) in torchvision's on-disk layout."""
+    """MNIST and FashionMNIST (600 train / 200 test each) and CIFAR-10 (200 / 60) in
+    torchvision's on-disk layouts."""
     root = tmp_path_factory.mktemp("data")
     write_torchvision_layout(root, "MNIST", seed=1)
     write_torchvision_layout(root, "FashionMNIST", seed=2)
+    write_cifar10_layout(root, seed=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """A folder of 3 class folders of 30 PNG/JPEG images each, of mixed sizes and modes."""
+    return write_class_folders(tmp_path_factory.mktemp("images"), per_class=30)
 
 
 def compose_train(overrides: list[str] | None = None) -> DictConfig:
@@ -54,8 +65,7 @@ def train_cfg(data_dir, tmp_path):
     """Returns a function composing the shrunk train config that writes under ``tmp_path``."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_train(
-            [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", *FAST, *overrides]
-        )
+        paths = [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}"]
+        return compose_train([*paths, *FAST, *overrides])
 
     return make

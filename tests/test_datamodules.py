@@ -36,8 +36,7 @@ def test_val_size_zero_means_no_validation(data_dir):
     dm = MNISTDataModule(str(data_dir), val_size=0)
     dm.setup()
     assert not dm.has_validation and len(dm.data_train) == 600
-    with pytest.raises(LabError, match="no validation set"):
-        dm.val_dataloader()
+    assert dm.val_dataloader() == []  # Lightning then skips the validation loop
 
 
 def test_resize_and_three_channels(data_dir):
@@ -88,13 +87,24 @@ def test_missing_files_error_names_folder_files_and_remedy(tmp_path, monkeypatch
         ({"batch_size": 2.5}, "data.batch_size=2.5 is not allowed"),
         ({"val_size": -1}, "data.val_size=-1 is not allowed"),
         ({"num_classes": 7}, "data.num_classes=7 is wrong"),
-        ({"mean": [0.1, 0.2]}, r"data.mean=\[0.1, 0.2\] needs 1 or 1 values"),
+        (
+            {"mean": [0.1, 0.2]},
+            r"data.mean=\[0.1, 0.2\] is not allowed with data.in_channels=1; give 1 value",
+        ),
         ({"std": [0.0]}, "data.std=.* must be positive"),
     ],
 )
 def test_bad_arguments_are_rejected_with_the_key(data_dir, kwargs, sentence):
     with pytest.raises(LabError, match=sentence):
         MNISTDataModule(str(data_dir), **kwargs)
+
+
+def test_val_size_as_a_fraction(data_dir):
+    dm = MNISTDataModule(str(data_dir), val_size=0.25)
+    dm.setup()
+    assert (len(dm.data_train), len(dm.data_val)) == (450, 150)
+    with pytest.raises(LabError, match="or a fraction between 0 and 1"):
+        MNISTDataModule(str(data_dir), val_size=1.5)
 
 
 def test_val_size_larger_than_training_set(data_dir):

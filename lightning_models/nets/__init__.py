@@ -1,7 +1,26 @@
 """Architectures as plain ``nn.Module``s; each takes its sizes from the data config."""
 
 from lightning_models.nets._shapes import InputShapeError
+from lightning_models.nets.cifar_cnn import CifarCNN
+from lightning_models.nets.cs231n import ThreeLayerConvNet, TwoLayerFC
 from lightning_models.nets.fcn import FCN
 from lightning_models.nets.lenet5 import LeNet5, LeNet5Modified, LeNet5ReLU
+from lightning_models.nets.lenet5_any import LeNet5Any
+from lightning_models.nets.mlp_deep import MLPDeep
+from lightning_models.nets.resnet_small import ResNetSmall
+from lightning_models.nets.softmax_regression import SoftmaxRegression
 
-__all__ = ["FCN", "InputShapeError", "LeNet5", "LeNet5Modified", "LeNet5ReLU"]
+__all__ = [
+    "FCN",
+    "CifarCNN",
+    "InputShapeError",
+    "LeNet5",
+    "LeNet5Any",
+    "LeNet5Modified",
+    "LeNet5ReLU",
+    "MLPDeep",
+    "ResNetSmall",
+    "SoftmaxRegression",
+    "ThreeLayerConvNet",
+    "TwoLayerFC",
+]

@@ -1,4 +1,4 @@
-"""Shape helpers shared by the architectures: sizes flow from the data, never typed twice."""
+"""Shape and init helpers shared by the architectures: sizes flow from the data."""
 
 from __future__ import annotations
 
@@ -55,3 +55,21 @@ def xavier_normal_linear_(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_normal_(m.weight)
+
+
+def require_input(model: str, needed: tuple[int, int], in_channels: int, image_size: int) -> None:
+    """Refuse any input but ``needed = (channels, size)`` in a sentence naming what to set."""
+    channels, size = needed
+    if (in_channels, image_size) != (channels, size):
+        raise InputShapeError(
+            f"model {model} takes only {channels}x{size}x{size} input images, but the data gives "
+            f"{in_channels}x{image_size}x{image_size}; set data.in_channels={channels} "
+            f"data.image_size={size}, or pick another model"
+        )
+
+
+def kaiming_normal_weights_(module: nn.Module) -> None:
+    """``nn.init.kaiming_normal_`` (defaults) on every Conv2d and Linear weight, as report 003."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)

@@ -1,0 +1,206 @@
+"""CIFAR-10 as a LightningDataModule on torchvision's dataset (its pickle reading, its download).
+
+Where the files come from, in order: ``data_dir`` in torchvision's layout
+(``<data_dir>/cifar-10-batches-py/data_batch_1`` … ``test_batch``, ``batches.meta``); torchvision's
+download when the network is there. When neither works the error names the folder searched, the
+files expected and how to get them. MD5 sums are checked only with ``verify_checksums``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torchvision import datasets, transforms
+from torchvision.datasets.utils import check_integrity
+from torchvision.datasets.vision import StandardTransform
+
+from datamodules.base import ImageDataModule
+from lightning_models.errors import LabError
+
+# Per-channel statistics of the CIFAR-10 training set: report 002's normalisation.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.247, 0.243, 0.261)
+
+
+class CIFAR10Dataset(datasets.CIFAR10):
+    """torchvision's CIFAR10, whose MD5 checks only run when ``verify_checksums`` is true.
+
+    Without it, torchvision's integrity checks still require every file to be there, so a missing
+    batch fails as before, but copies that are not byte-identical to the original (a re-pickled
+    set, generated test files) load.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train: bool = True,
+        transform: Callable | None = None,
+        download: bool = False,
+        verify_checksums: bool = False,
+    ):
+        if not verify_checksums:
+            # torchvision's check_integrity(path, md5=None) only checks that the file exists.
+            self.train_list = [[name, None] for name, _md5 in self.train_list]
+            self.test_list = [[name, None] for name, _md5 in self.test_list]
+            self.meta = {**self.meta, "md5": None}
+        super().__init__(root, train=train, transform=transform, download=download)
+
+
+def expected_md5() -> dict[str, str]:
+    """File name → MD5 of the original CIFAR-10 files, as torchvision lists them."""
+    base = datasets.CIFAR10
+    sums = {name: md5 for name, md5 in base.train_list + base.test_list}
+    sums[base.meta["filename"]] = base.meta["md5"]
+    return sums
+
+
+def with_transform(dataset: datasets.CIFAR10, transform: Callable) -> datasets.CIFAR10:
+    """The same images and labels (shared, not re-read: 150 MB for CIFAR-10) with ``transform``.
+
+    The validation subset is taken from this view, so it comes without the training augmentation.
+    """
+    view = copy.copy(dataset)
+    view.transform = transform
+    view.transforms = StandardTransform(transform, dataset.target_transform)
+    return view
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """Tiny colour images, 3x32x32, 10 classes, 50k train / 10k test.
+
+    Takes :class:`~datamodules.base.ImageDataModule`'s arguments, with CIFAR-10's defaults
+    (reports 002 and 003); ``data_dir`` is in torchvision's layout (the dataset lives in
+    ``<data_dir>/cifar-10-batches-py``). Images are resized to ``image_size`` and made grey when
+    ``in_channels=1`` (``mean`` and ``std`` then take one value each).
+
+    Args:
+        download: let torchvision fetch missing files.
+        augment: random 32x32 crops of the 4-pixel padded image and horizontal flips, on the
+            training subset only; validation and test images are never augmented.
+        verify_checksums: check the files' MD5 sums against the original CIFAR-10.
+    """
+
+    dataset_cls: type[datasets.CIFAR10] = CIFAR10Dataset
+    native_size = 32
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        val_size: int = 1000,
+        download: bool = True,
+        augment: bool = False,
+        verify_checksums: bool = False,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        in_channels: int = 3,
+        image_size: int = 32,
+        **kwargs,
+    ):
+        super().__init__(
+            data_dir,
+            batch_size,
+            val_size,
+            mean=mean,
+            std=std,
+            in_channels=in_channels,
+            image_size=image_size,
+            **kwargs,
+        )
+        if self.num_classes != 10:
+            raise LabError(
+                f"data.num_classes={self.num_classes} is wrong: {self.name} has 10 classes"
+            )
+        for key, value in (("data.augment", augment), ("data.verify_checksums", verify_checksums)):
+            # A string such as 'no' would be truthy and silently switch the option on.
+            if not isinstance(value, bool):
+                raise LabError(f"{key}={value!r} is not allowed; use true or false")
+        self.download = download
+        self.augment = augment
+        self.verify_checksums = verify_checksums
+        self.eval_transform = transforms.Compose(self._to_model_input())
+        self.train_transform = (
+            transforms.Compose([*self._augmentation(), *self._to_model_input()])
+            if augment
+            else self.eval_transform
+        )
+
+    # --- transforms --------------------------------------------------------------------------
+
+    def _augmentation(self) -> list:
+        """The usual CIFAR augmentation, on the 32x32 original before any resize."""
+        return [
+            transforms.RandomCrop(self.native_size, padding=4),
+            transforms.RandomHorizontalFlip(),
+        ]
+
+    def _to_model_input(self) -> list:
+        steps: list = []
+        if self.image_size != self.native_size:
+            steps.append(transforms.Resize(self.image_size))
+        if self.in_channels == 1:
+            steps.append(transforms.Grayscale(num_output_channels=1))
+        return [*steps, transforms.ToTensor(), self.normalize]
+
+    # --- finding the files -------------------------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.data_dir) / self.dataset_cls.base_folder
+
+    def _missing_files(self) -> list[str]:
+        return [f for f in expected_md5() if not (self.folder / f).is_file()]
+
+    def prepare_data(self) -> None:
+        """Make sure the files are in ``data_dir``, or raise one clear error saying how to."""
+        if self._missing_files() and not (self._try_download() and not self._missing_files()):
+            raise LabError(self._not_found_message())
+
+    def _try_download(self) -> bool:
+        if not self.download:
+            return False
+        try:
+            self.dataset_cls(str(self.data_dir), train=True, download=True)
+        except (RuntimeError, OSError):
+            # Offline this fails at once (URLError is an OSError); our error says what to do.
+            return False
+        return True
+
+    def _not_found_message(self) -> str:
+        hints = "point paths.data_dir (or the LAB_DATA_DIR environment variable) at a folder "
+        hints += f"holding {self.dataset_cls.base_folder}/ with these files, or run once with "
+        hints += "network access (data.download=true) so torchvision can download them"
+        return (
+            f"{self.name} files not found: searched {self.folder} for "
+            f"{', '.join(self._missing_files())}; {hints}"
+        )
+
+    def _check_files(self) -> None:
+        """Every file there and, with ``verify_checksums``, the original one, or a LabError."""
+        if self._missing_files():
+            raise LabError(self._not_found_message())
+        if not self.verify_checksums:
+            return
+        for name, md5 in expected_md5().items():
+            path = self.folder / name
+            if not check_integrity(str(path), md5):
+                raise LabError(
+                    f"{self.name} file {path} does not have the MD5 sum of the original "
+                    f"({md5}); replace {self.folder} with a fresh copy (delete it and run once "
+                    "with network access), or set data.verify_checksums=false to skip the check"
+                )
+
+    # --- datasets ----------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data_test is not None:  # train.py sets up early to check the data; do it once
+            return
+        self._check_files()
+        root = str(self.data_dir)
+        # Checksums were checked above, once, naming the bad file; the datasets only read.
+        train_view = self.dataset_cls(root, train=True, transform=self.train_transform)
+        self.split(train_view, with_transform(train_view, self.eval_transform))
+        self.data_test = self.dataset_cls(root, train=False, transform=self.eval_transform)
+        self.classes = list(self.data_test.classes)

@@ -1,0 +1,61 @@
+"""The two CS231n networks of report 003 (Part III, PyTorch Module API), on CIFAR-10.
+
+* :class:`TwoLayerFC` — flatten → Linear hidden → ReLU → Linear classes.
+* :class:`ThreeLayerConvNet` — Conv(3→32, k5, pad 2) → ReLU → Conv(32→16, k3, pad 1) → ReLU →
+  flatten → Linear 16·32·32 → classes. Its Linear width is written for 32x32 images, as in the
+  report, so it takes only 3x32x32 input; :func:`require_input` says so in one sentence.
+
+Both initialise their weights with ``nn.init.kaiming_normal_`` and its defaults (fan_in,
+gain √2), as the report's ``__init__`` does for every layer; biases keep PyTorch's default.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lightning_models.nets._shapes import kaiming_normal_weights_, require_input
+
+
+class TwoLayerFC(nn.Module):
+    """Two fully connected layers; 12,332,010 parameters on 3x32x32 with 4000 hidden units.
+
+    The hidden width is not printed in report 003; 4000 is the CS231n notebook's
+    ``hidden_layer_size``. The first layer's width follows the data, so any input size works.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, hidden: int = 4000):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(in_channels * image_size * image_size, hidden)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, num_classes)
+        kaiming_normal_weights_(self)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(self.flatten(x))))
+
+
+class ThreeLayerConvNet(nn.Module):
+    """Two convolutions and one Linear layer; 170,906 parameters on 3x32x32 with 10 classes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        channel_1: int = 32,
+        channel_2: int = 16,
+    ):
+        super().__init__()
+        require_input("three_layer_convnet", (3, 32), in_channels, image_size)
+        self.conv1 = nn.Conv2d(in_channels, channel_1, kernel_size=5, padding=2)
+        self.conv2 = nn.Conv2d(channel_1, channel_2, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channel_2 * 32 * 32, num_classes)
+        kaiming_normal_weights_(self)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x))
+        return self.fc(self.flatten(x))
