@@ -25,7 +25,8 @@ def test_fast_dev_run(train_cfg):
 
 @pytest.mark.parametrize("model", ["fcn", "lenet5", "lenet5_modified", "lenet5_relu"])
 def test_fit_test_writes_checkpoints_and_tensorboard(train_cfg, tmp_path, model):
-    cfg = train_cfg(f"model={model}", "data=mnist")
+    # log_every_n_steps=1: lenet5_modified's scheduler steps per batch, so its LR is logged per step
+    cfg = train_cfg(f"model={model}", "data=mnist", "trainer.log_every_n_steps=1")
     metrics = train(cfg)
     ckpts = {p.name for p in (tmp_path / "checkpoints").iterdir()}
     assert ckpts == {"epoch_000.ckpt", "last.ckpt"}
@@ -104,3 +105,11 @@ def test_bad_input_is_rejected_before_training(train_cfg, tmp_path, override, se
     with pytest.raises(LabError, match=sentence):
         train(train_cfg(override))
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tensorboard").exists()
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_without_improvement(train_cfg, tmp_path):
+    # lr 0 cannot improve val/acc after epoch 0, so only the first epoch is the "best".
+    train(train_cfg("trainer.max_epochs=3", "optimizer.lr=1e-12"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 9
+    assert (tmp_path / "checkpoints" / "epoch_000.ckpt").is_file()
