@@ -32,6 +32,8 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU.
     """
 
+    dataset_classes: int | None = None  # fixed by the dataset (10 for MNIST), else None
+
     def __init__(
         self,
         data_dir: str,
@@ -53,6 +55,11 @@ class ImageDataModule(L.LightningDataModule):
         if not (isinstance(val_size, float) and 0 < val_size < 1):
             check_int("data.val_size", val_size, minimum=0, or_fraction=True)
         check_int("data.num_workers", num_workers, minimum=0)
+        if self.dataset_classes is not None and num_classes != self.dataset_classes:
+            raise LabError(
+                f"data.num_classes={num_classes} is wrong: {self.name} has "
+                f"{self.dataset_classes} classes"
+            )
         if in_channels not in (1, 3):
             raise LabError(f"data.in_channels={in_channels} is not allowed; use 1 or 3")
         allowed = "1 value" if in_channels == 1 else f"1 value or {in_channels}, one per channel"
@@ -142,3 +149,9 @@ def check_int(key: str, value, minimum: int, or_fraction: bool = False) -> None:
         if or_fraction:
             allowed += " or a fraction between 0 and 1"
         raise LabError(f"{key}={value!r} is not allowed; use {allowed}")
+
+
+def check_bool(key: str, value) -> None:
+    """Reject anything but true/false: a string such as 'no' would be truthy and switch it on."""
+    if not isinstance(value, bool):
+        raise LabError(f"{key}={value!r} is not allowed; use true or false")

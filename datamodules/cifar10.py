@@ -16,7 +16,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, check_bool
 from lightning_models.errors import LabError
 
 # Per-channel statistics of the CIFAR-10 training set: report 002's normalisation.
@@ -84,6 +84,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     dataset_cls: type[datasets.CIFAR10] = CIFAR10Dataset
     native_size = 32
+    dataset_classes = 10
 
     def __init__(
         self,
@@ -109,14 +110,8 @@ class CIFAR10DataModule(ImageDataModule):
             image_size=image_size,
             **kwargs,
         )
-        if self.num_classes != 10:
-            raise LabError(
-                f"data.num_classes={self.num_classes} is wrong: {self.name} has 10 classes"
-            )
-        for key, value in (("data.augment", augment), ("data.verify_checksums", verify_checksums)):
-            # A string such as 'no' would be truthy and silently switch the option on.
-            if not isinstance(value, bool):
-                raise LabError(f"{key}={value!r} is not allowed; use true or false")
+        check_bool("data.augment", augment)
+        check_bool("data.verify_checksums", verify_checksums)
         self.download = download
         self.augment = augment
         self.verify_checksums = verify_checksums

@@ -28,7 +28,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, check_bool
 from lightning_models.errors import LabError
 
 RESOLVER = "lab.count_classes"
@@ -289,6 +289,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.folders = folders
         self.classes = classes
         self.test_size = test_size
+        check_bool("data.augment", augment)
+        check_bool("data.check_images", check_images)
         self.augment = augment
         self.check_images = check_images
         self.loader = ImageLoader("L" if in_channels == 1 else "RGB")

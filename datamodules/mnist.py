@@ -15,7 +15,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, check_bool
 from lightning_models.errors import LabError
 
 
@@ -30,13 +30,17 @@ class MNISTDataModule(ImageDataModule):
     Takes :class:`~datamodules.base.ImageDataModule`'s arguments; ``data_dir`` is in
     torchvision's layout (the dataset lives in ``<data_dir>/MNIST``). Images are resized to
     ``image_size`` and replicated to 3 channels when ``in_channels=3``. ``download`` lets
-    torchvision fetch missing files.
+    torchvision fetch missing files. ``augment`` shifts training images by up to 2 pixels (and
+    mirrors them where that keeps the label: clothes, not digits); validation and test images
+    are never augmented.
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
     debian_dir: Path | None = None  # folder of a Debian package holding the .gz files, if any
     debian_package: str | None = None
     native_size = 28
+    dataset_classes = 10
+    mirror_keeps_label = False  # a mirrored 2 or 7 is no digit
 
     def __init__(
         self,
@@ -44,13 +48,11 @@ class MNISTDataModule(ImageDataModule):
         batch_size: int = 64,
         val_size: int = 5000,
         download: bool = True,
+        augment: bool = False,
         **kwargs,
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
-        if self.num_classes != 10:
-            raise LabError(
-                f"data.num_classes={self.num_classes} is wrong: {self.name} has 10 classes"
-            )
+        check_bool("data.augment", augment)
         self.download = download
         self.classes = list(self.dataset_cls.classes)
         steps: list = []
@@ -59,6 +61,12 @@ class MNISTDataModule(ImageDataModule):
         if self.in_channels == 3:
             steps.append(transforms.Grayscale(num_output_channels=3))
         self.transform = transforms.Compose([*steps, transforms.ToTensor(), self.normalize])
+        self.train_transform = self.transform
+        if augment:
+            shifts: list = [transforms.RandomCrop(self.native_size, padding=2)]
+            if self.mirror_keeps_label:
+                shifts.append(transforms.RandomHorizontalFlip())
+            self.train_transform = transforms.Compose([*shifts, self.transform])
 
     @property
     def name(self) -> str:
@@ -123,7 +131,9 @@ class MNISTDataModule(ImageDataModule):
         if self.data_test is not None:  # train.py sets up early to check the data; do it once
             return
         root = str(self.data_dir)
-        self.split(self.dataset_cls(root, train=True, transform=self.transform))
+        train_view = self.dataset_cls(root, train=True, transform=self.train_transform)
+        eval_view = self.dataset_cls(root, train=True, transform=self.transform)
+        self.split(train_view, eval_view)
         self.data_test = self.dataset_cls(root, train=False, transform=self.transform)
 
 
@@ -133,3 +143,4 @@ class FashionMNISTDataModule(MNISTDataModule):
     dataset_cls = datasets.FashionMNIST
     debian_dir = Path("/usr/share/datasets/fashion-mnist")
     debian_package = "dataset-fashion-mnist"
+    mirror_keeps_label = True

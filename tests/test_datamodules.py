@@ -115,3 +115,29 @@ def test_val_size_larger_than_training_set(data_dir):
         r"set \(600 images\); use a value from 0 to 599",
     ):
         dm.setup()
+
+
+@pytest.mark.parametrize(
+    ("cls", "mirrors"), [(MNISTDataModule, False), (FashionMNISTDataModule, True)]
+)
+def test_augmentation_shifts_training_images_only_and_mirrors_clothes_not_digits(
+    data_dir, cls, mirrors
+):
+    dm = cls(str(data_dir), val_size=100, augment=True)
+    dm.setup()
+    steps = [type(t).__name__ for t in dm.train_transform.transforms]
+    assert ("RandomHorizontalFlip" in steps) == mirrors and "RandomCrop" in steps
+    first, second = dm.data_train[0][0], dm.data_train[0][0]
+    torch.manual_seed(0)
+    assert any(not torch.equal(dm.data_train[0][0], first) for _ in range(10))
+    assert torch.equal(dm.data_val[0][0], dm.data_val[0][0])
+    assert torch.equal(dm.data_test[0][0], dm.data_test[0][0])
+    plain = cls(str(data_dir), val_size=100)
+    plain.setup()
+    assert torch.equal(plain.data_val[0][0], dm.data_val[0][0])  # same images, same split
+    assert second.shape == (1, 28, 28)
+
+
+def test_augment_must_be_a_boolean(data_dir):
+    with pytest.raises(LabError, match="data.augment='yes' is not allowed; use true or false"):
+        MNISTDataModule(str(data_dir), augment="yes")
