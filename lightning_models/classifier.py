@@ -8,15 +8,17 @@ evaluation, metrics and logging live here once. The optimizer and the scheduler 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lightning_models.errors import LabError
+from lightning_models.errors import DivergedError, LabError
 
 STAGES = ("train", "val", "test")
 
@@ -33,6 +35,8 @@ class ImageClassifier(L.LightningModule):
             ``frequency`` and ``monitor``.
         loss: the criterion; cross-entropy when omitted.
         num_classes: number of classes, for the accuracy metrics.
+        init: ``None`` (or an empty config) keeps the net's own initialisation; else a callable
+            that re-initialises it, e.g. :func:`lightning_models.nets.init.initialize` as a partial.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``
     and ``test/acc``, each once per epoch.
@@ -50,19 +54,25 @@ class ImageClassifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         loss: nn.Module | None = None,
         num_classes: int = 10,
+        init: Callable[[nn.Module], Any] | None = None,
     ):
         super().__init__()
         # Only plain values go into the checkpoint's hparams: the network and loss live in the
         # state dict, and pickled partials would stop torch.load(weights_only=True) reading it.
-        self.save_hyperparameters(logger=False, ignore=["net", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(
+            logger=False, ignore=["net", "loss", "optimizer", "scheduler", "init"]
+        )
         self.optimizer_factory = optimizer
-        self.scheduler_config = scheduler
+        # The `none` scheduler and `default` init groups compose to empty configs.
+        self.scheduler_config = scheduler or None
+        if init:
+            init(net)
         self.net = net
         # Nets that update themselves by hand (report 001's softmax regression) set manual_update.
         self.automatic_optimization = not getattr(net, "manual_update", False)
         self.criterion = loss if loss is not None else nn.CrossEntropyLoss()
         _check_loss_matches_head(self.criterion, net)
-        _check_scheduler(scheduler)
+        _check_scheduler(self.scheduler_config)
 
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffixes.
         self.metrics = nn.ModuleDict()
@@ -70,6 +80,9 @@ class ImageClassifier(L.LightningModule):
             self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes=num_classes, average="micro")
             self.metrics[f"{s}_loss"] = MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        # rows: true class, columns: predicted class; set at the end of `test`
+        self.test_confusion_matrix: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -86,6 +99,8 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         out = self(x)
         self._record(stage, self.criterion(out, y), out, y)
+        if stage == "test":
+            self.test_confusion(out.argmax(dim=1), y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -94,6 +109,7 @@ class ImageClassifier(L.LightningModule):
         else:
             out = self(x)
             loss = self.criterion(out, y)
+            self._stop_if_not_finite(loss)
             if hasattr(self.net, "regularization"):
                 # e.g. report 002's L2 on chosen layers only, which weight_decay cannot express
                 penalty = self.net.regularization(x.shape[0])
@@ -109,6 +125,7 @@ class ImageClassifier(L.LightningModule):
         """
         optimizer = self.optimizers()
         loss, out = self.net.manual_step(x, y, lr=optimizer.param_groups[0]["lr"])
+        self._stop_if_not_finite(loss)
         # The net's parameters have no gradients, so this changes no weight; it advances
         # Lightning's step counter (global_step, logging, checkpoint intervals).
         optimizer.step()
@@ -117,6 +134,22 @@ class ImageClassifier(L.LightningModule):
         if scheduler is not None and (interval == "step" or self.trainer.is_last_batch):
             scheduler.step()
         return loss, out
+
+    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss reaches the weights (and so any checkpoint)."""
+        if not torch.isfinite(loss):
+            lrs = sorted({g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups})
+            raise DivergedError(
+                f"training diverged: the loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); the learning rate ({', '.join(map(str, lrs))}) "
+                "is the likely cause: lower optimizer.lr, or add a scheduler or warm-up"
+            )
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -139,7 +172,13 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_config is None:
             return optimizer
         lr_scheduler = dict(self.scheduler_config)
-        lr_scheduler["scheduler"] = lr_scheduler["scheduler"](optimizer)
+        make = lr_scheduler["scheduler"]
+        if getattr(make, "func", None) is OneCycleLR and not {"total_steps", "epochs"} & set(
+            make.keywords
+        ):
+            # One cycle spans the whole run, which only the trainer knows.
+            make = partial(make, total_steps=self.trainer.estimated_stepping_batches)
+        lr_scheduler["scheduler"] = make(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
 
 

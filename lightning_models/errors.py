@@ -16,6 +16,10 @@ class LabError(ValueError):
     """
 
 
+class DivergedError(LabError):
+    """Training produced a non-finite loss; the run stopped before that step's update."""
+
+
 def build(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, but a LabError raised inside surfaces as itself.
 

@@ -50,15 +50,15 @@ def test_hand_written_softmax_regression_trains_through_train_py(train_cfg, tmp_
 
 
 def test_schedulers_drive_the_hand_written_update(train_cfg, tmp_path):
-    step_lr = (
-        "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 0.1}"
-    )
     train(
         train_cfg(
             "model=softmax_regression_manual",
             "data=mnist",
             "trainer.max_epochs=3",
-            f"scheduler={{interval: epoch, scheduler: {step_lr}}}",
+            "scheduler=step",
+            "scheduler.interval=epoch",
+            "scheduler.scheduler.step_size=1",
+            "scheduler.scheduler.gamma=0.1",
             "callbacks.lr_monitor.logging_interval=epoch",
         )
     )

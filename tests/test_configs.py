@@ -32,24 +32,20 @@ def test_default_recipe_is_report_000():
 
 @pytest.mark.parametrize("interval", ["step", "epoch"])
 def test_scheduler_interval_is_configurable(interval):
-    step_lr = (
-        "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1000, gamma: 0.9}"
-    )
-    cfg = compose_train([f"scheduler={{interval: {interval}, scheduler: {step_lr}}}"])
+    cfg = compose_train(["scheduler=step", f"scheduler.interval={interval}"])
     conf = build(cfg.model).configure_optimizers()
     assert conf["lr_scheduler"]["interval"] == interval
     assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
 
 
 def test_bad_scheduler_interval_is_rejected():
-    step_lr = "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1}"
-    cfg = compose_train([f"scheduler={{interval: batch, scheduler: {step_lr}}}"])
+    cfg = compose_train(["scheduler=step", "scheduler.interval=batch"])
     with pytest.raises(LabError, match="scheduler.interval='batch' is not allowed"):
         build(cfg.model)
 
 
 def test_nll_loss_needs_a_log_softmax_head():
-    nll = "loss={_target_: torch.nn.NLLLoss}"
+    nll = "loss=nll"
     assert build(compose_train(["model=lenet5_relu", nll]).model)
     with pytest.raises(LabError, match="NLLLoss expects log-probabilities, but LeNet5 returns"):
         build(compose_train(["model=lenet5", nll]).model)
@@ -60,5 +56,5 @@ def test_lenet5_modified_brings_its_report_recipe_and_overrides_still_win():
     assert cfg.optimizer.lr == 0.01
     assert cfg.scheduler.interval == "step" and cfg.scheduler.scheduler.step_size == 1000
     assert cfg.scheduler.scheduler.gamma == 0.9
-    cfg = compose_train(["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=null"])
-    assert cfg.optimizer.lr == 1e-3 and cfg.scheduler is None
+    cfg = compose_train(["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none"])
+    assert cfg.optimizer.lr == 1e-3 and not cfg.scheduler

@@ -64,12 +64,11 @@ def test_no_validation_set_tests_the_last_checkpoint(train_cfg, tmp_path):
 
 
 def test_scheduler_steps_every_batch_when_interval_is_step(train_cfg, tmp_path):
-    step_lr = (
-        "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 1, gamma: 0.5}"
-    )
     train(
         train_cfg(
-            f"scheduler={{interval: step, scheduler: {step_lr}}}",
+            "scheduler=step",
+            "scheduler.scheduler.step_size=1",
+            "scheduler.scheduler.gamma=0.5",
             "callbacks.lr_monitor.logging_interval=step",
             "trainer.log_every_n_steps=1",
         )
@@ -98,7 +97,7 @@ def test_same_seed_same_metrics(data_dir, tmp_path, train_cfg):
             "data.val_size=600 is not smaller than the FashionMNIST training set",
         ),
         ("data.image_size=16", "model lenet5 needs input images of at least 1x28x28"),
-        ("loss={_target_: torch.nn.NLLLoss}", "NLLLoss expects log-probabilities"),
+        ("loss=nll", "NLLLoss expects log-probabilities"),
     ],
 )
 def test_bad_input_is_rejected_before_training(train_cfg, tmp_path, override, sentence):

@@ -1,4 +1,4 @@
-"""Shape and init helpers shared by the architectures: sizes flow from the data."""
+"""Shape helpers shared by the architectures: sizes flow from the data, never typed twice."""
 
 from __future__ import annotations
 
@@ -50,13 +50,6 @@ def flat_features(features: nn.Module, in_channels: int, image_size: int, model:
     return flat
 
 
-def xavier_normal_linear_(module: nn.Module) -> None:
-    """Xavier-normal init of every Linear weight, as report 000 applied to its models."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_normal_(m.weight)
-
-
 def require_input(model: str, needed: tuple[int, int], in_channels: int, image_size: int) -> None:
     """Refuse any input but ``needed = (channels, size)`` in a sentence naming what to set."""
     channels, size = needed
@@ -66,10 +59,3 @@ def require_input(model: str, needed: tuple[int, int], in_channels: int, image_s
             f"{in_channels}x{image_size}x{image_size}; set data.in_channels={channels} "
             f"data.image_size={size}, or pick another model"
         )
-
-
-def kaiming_normal_weights_(module: nn.Module) -> None:
-    """``nn.init.kaiming_normal_`` (defaults) on every Conv2d and Linear weight, as report 003."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_models.nets._shapes import kaiming_normal_weights_, require_input
+from lightning_models.nets._shapes import require_input
+from lightning_models.nets.init import initialize
 
 
 class CifarCNN(nn.Module):
@@ -46,7 +47,7 @@ class CifarCNN(nn.Module):
             nn.Linear(512, num_classes),
         )
         if kaiming:
-            kaiming_normal_weights_(self)
+            initialize(self, "kaiming_normal", ["Conv2d", "Linear"])
 
     def forward(self, x):
         return self.classifier(self.features(x))

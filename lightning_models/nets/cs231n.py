@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_models.nets._shapes import kaiming_normal_weights_, require_input
+from lightning_models.nets._shapes import require_input
+from lightning_models.nets.init import initialize
 
 
 class TwoLayerFC(nn.Module):
@@ -29,7 +30,7 @@ class TwoLayerFC(nn.Module):
         self.fc1 = nn.Linear(in_channels * image_size * image_size, hidden)
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(hidden, num_classes)
-        kaiming_normal_weights_(self)
+        initialize(self, "kaiming_normal", ["Conv2d", "Linear"])
 
     def forward(self, x):
         return self.fc2(self.relu(self.fc1(self.flatten(x))))
@@ -53,7 +54,7 @@ class ThreeLayerConvNet(nn.Module):
         self.relu = nn.ReLU()
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channel_2 * 32 * 32, num_classes)
-        kaiming_normal_weights_(self)
+        initialize(self, "kaiming_normal", ["Conv2d", "Linear"])
 
     def forward(self, x):
         x = self.relu(self.conv1(x))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_models.nets._shapes import xavier_normal_linear_
+from lightning_models.nets.init import initialize
 
 
 class FCN(nn.Module):
@@ -19,7 +19,7 @@ class FCN(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, num_classes),
         )
-        xavier_normal_linear_(self)
+        initialize(self, "xavier_normal", ["Linear"])
 
     def forward(self, x):
         return self.net(x)

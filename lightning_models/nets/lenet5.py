@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_models.nets._shapes import flat_features, xavier_normal_linear_
+from lightning_models.nets._shapes import flat_features
+from lightning_models.nets.init import initialize
 
 
 def _conv_stack(in_channels: int, act: type[nn.Module], pool: type[nn.Module], bn: bool):
@@ -63,7 +64,7 @@ class LeNet5(_LeNet5Base):
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int):
         super().__init__(in_channels, image_size, num_classes)
-        xavier_normal_linear_(self)
+        initialize(self, "xavier_normal", ["Linear"])
 
 
 class LeNet5Modified(_LeNet5Base):
@@ -77,7 +78,7 @@ class LeNet5Modified(_LeNet5Base):
     def __init__(self, in_channels: int, image_size: int, num_classes: int, dropout: float = 0.2):
         self.dropout = dropout
         super().__init__(in_channels, image_size, num_classes)
-        xavier_normal_linear_(self)
+        initialize(self, "xavier_normal", ["Linear"])
 
 
 class LeNet5ReLU(_LeNet5Base):
