@@ -15,7 +15,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
-from datamodules.base import ImageDataModule, check_bool
+from datamodules.base import ImageDataModule, check_bool, check_int
 from lightning_models.errors import LabError
 
 
@@ -30,9 +30,9 @@ class MNISTDataModule(ImageDataModule):
     Takes :class:`~datamodules.base.ImageDataModule`'s arguments; ``data_dir`` is in
     torchvision's layout (the dataset lives in ``<data_dir>/MNIST``). Images are resized to
     ``image_size`` and replicated to 3 channels when ``in_channels=3``. ``download`` lets
-    torchvision fetch missing files. ``augment`` shifts training images by up to 2 pixels (and
-    mirrors them where that keeps the label: clothes, not digits); validation and test images
-    are never augmented.
+    torchvision fetch missing files. ``augment`` shifts training images by up to ``max_shift``
+    pixels (and mirrors them where that keeps the label: clothes, not digits); validation and
+    test images are never augmented.
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
@@ -49,10 +49,12 @@ class MNISTDataModule(ImageDataModule):
         val_size: int = 5000,
         download: bool = True,
         augment: bool = False,
+        max_shift: int = 2,
         **kwargs,
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
         check_bool("data.augment", augment)
+        check_int("data.max_shift", max_shift, minimum=0)
         self.download = download
         self.classes = list(self.dataset_cls.classes)
         steps: list = []
@@ -63,10 +65,12 @@ class MNISTDataModule(ImageDataModule):
         self.transform = transforms.Compose([*steps, transforms.ToTensor(), self.normalize])
         self.train_transform = self.transform
         if augment:
-            shifts: list = [transforms.RandomCrop(self.native_size, padding=2)]
+            moves: list = []
+            if max_shift:
+                moves.append(transforms.RandomCrop(self.native_size, padding=max_shift))
             if self.mirror_keeps_label:
-                shifts.append(transforms.RandomHorizontalFlip())
-            self.train_transform = transforms.Compose([*shifts, self.transform])
+                moves.append(transforms.RandomHorizontalFlip())
+            self.train_transform = transforms.Compose([*moves, self.transform])
 
     @property
     def name(self) -> str:
