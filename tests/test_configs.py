@@ -58,3 +58,37 @@ def test_lenet5_modified_brings_its_report_recipe_and_overrides_still_win():
     assert cfg.scheduler.scheduler.gamma == 0.9
     cfg = compose_train(["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none"])
     assert cfg.optimizer.lr == 1e-3 and not cfg.scheduler
+
+
+@pytest.mark.parametrize(
+    ("choice", "layer_types"),
+    [("xavier_normal", (torch.nn.Linear,)), ("kaiming_normal", (torch.nn.Conv2d, torch.nn.Linear))],
+)
+def test_init_group_reinitialises_the_chosen_layer_types(choice, layer_types):
+    torch.manual_seed(0)
+    default = build(compose_train(["model=lenet5_relu"]).model).net
+    torch.manual_seed(0)
+    chosen = build(compose_train(["model=lenet5_relu", f"init={choice}"]).model).net
+    for (name, a), b in zip(default.named_modules(), chosen.modules(), strict=True):
+        if hasattr(a, "weight") and a.weight is not None:
+            changed = not torch.equal(a.weight, b.weight)
+            assert changed == isinstance(a, layer_types), name
+            torch.testing.assert_close(a.bias, b.bias)  # biases keep their init
+
+
+def test_init_finding_no_layer_warns():
+    with pytest.warns(UserWarning, match="found no Linear layer in SoftmaxRegression"):
+        build(compose_train(["model=softmax_regression_manual", "init=xavier_normal"]).model)
+
+
+def test_onecycle_spans_the_whole_run(train_cfg):
+    cfg = train_cfg("scheduler=onecycle", "optimizer.lr=0.01", "trainer.max_epochs=2")
+    from train import train
+
+    train(cfg)  # 2 epochs x 3 batches: a cycle of 6 steps, peaking at max_lr
+    module = build(cfg.model)
+    module.trainer = type("T", (), {"estimated_stepping_batches": 6})()
+    conf = module.configure_optimizers()
+    scheduler = conf["lr_scheduler"]["scheduler"]
+    assert scheduler.total_steps == 6 and conf["lr_scheduler"]["interval"] == "step"
+    assert max(scheduler.get_last_lr()) < 0.01  # starts below max_lr = optimizer.lr
