@@ -155,3 +155,15 @@ def check_bool(key: str, value) -> None:
     """Reject anything but true/false: a string such as 'no' would be truthy and switch it on."""
     if not isinstance(value, bool):
         raise LabError(f"{key}={value!r} is not allowed; use true or false")
+
+
+def shift_and_mirror(size: int, max_shift: int, mirror: bool) -> list:
+    """Training-time augmentation: random shifts by up to ``max_shift`` pixels (a ``size`` crop of
+    the padded image) and, when ``mirror``, horizontal flips."""
+    check_int("data.max_shift", max_shift, minimum=0)
+    moves: list = []
+    if max_shift:
+        moves.append(transforms.RandomCrop(size, padding=max_shift))
+    if mirror:
+        moves.append(transforms.RandomHorizontalFlip())
+    return moves

@@ -16,7 +16,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 
-from datamodules.base import ImageDataModule, check_bool
+from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from lightning_models.errors import LabError
 
 # Per-channel statistics of the CIFAR-10 training set: report 002's normalisation.
@@ -77,8 +77,9 @@ class CIFAR10DataModule(ImageDataModule):
 
     Args:
         download: let torchvision fetch missing files.
-        augment: random 32x32 crops of the 4-pixel padded image and horizontal flips, on the
-            training subset only; validation and test images are never augmented.
+        augment: random 32x32 crops of the ``max_shift``-pixel padded image (default 4) and
+            horizontal flips, on the training subset only; validation and test images are never
+            augmented.
         verify_checksums: check the files' MD5 sums against the original CIFAR-10.
     """
 
@@ -93,6 +94,7 @@ class CIFAR10DataModule(ImageDataModule):
         val_size: int = 1000,
         download: bool = True,
         augment: bool = False,
+        max_shift: int = 4,
         verify_checksums: bool = False,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
@@ -114,6 +116,7 @@ class CIFAR10DataModule(ImageDataModule):
         check_bool("data.verify_checksums", verify_checksums)
         self.download = download
         self.augment = augment
+        self.max_shift = max_shift
         self.verify_checksums = verify_checksums
         self.eval_transform = transforms.Compose(self._to_model_input())
         self.train_transform = (
@@ -126,10 +129,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _augmentation(self) -> list:
         """The usual CIFAR augmentation, on the 32x32 original before any resize."""
-        return [
-            transforms.RandomCrop(self.native_size, padding=4),
-            transforms.RandomHorizontalFlip(),
-        ]
+        return shift_and_mirror(self.native_size, self.max_shift, mirror=True)
 
     def _to_model_input(self) -> list:
         steps: list = []

@@ -28,7 +28,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from datamodules.base import ImageDataModule, check_bool
+from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from lightning_models.errors import LabError
 
 RESOLVER = "lab.count_classes"
@@ -245,7 +245,8 @@ class ImageFolderDataModule(ImageDataModule):
         test_size: for a folder without ``train/``: a count of images (whole number >= 1) or a
             fraction of the folder (0 < x < 1, rounded, at least one image), split off first so
             the test images stay the same whatever ``val_size``. Ignored with ``test/``.
-        augment: random crop (padding 1/8 of the size) and horizontal flip, training images only.
+        augment: random shifts by up to ``max_shift`` pixels (default: 1/8 of the size) and
+            horizontal flips, training images only.
         check_images: open every file's header in ``setup`` so an unreadable file stops the run
             before training; false leaves it to the loader, which names the file when it meets it.
         in_channels: 1 converts every image to greyscale, 3 to RGB (palette, RGBA, L included).
@@ -259,6 +260,7 @@ class ImageFolderDataModule(ImageDataModule):
         val_size: int | float = 0.1,
         test_size: int | float = 0.2,
         augment: bool = False,
+        max_shift: int | None = None,
         check_images: bool = True,
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
@@ -299,10 +301,9 @@ class ImageFolderDataModule(ImageDataModule):
         self.eval_transform = transforms.Compose([resize, *tensor])
         self.train_transform = self.eval_transform
         if augment:
-            crop = transforms.RandomCrop(image_size, padding=max(1, image_size // 8))
-            self.train_transform = transforms.Compose(
-                [resize, crop, transforms.RandomHorizontalFlip(), *tensor]
-            )
+            shift = max(1, image_size // 8) if max_shift is None else max_shift
+            moves = shift_and_mirror(image_size, shift, mirror=True)
+            self.train_transform = transforms.Compose([resize, *moves, *tensor])
 
     @property
     def has_validation(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
-from datamodules.base import ImageDataModule, check_bool, check_int
+from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from lightning_models.errors import LabError
 
 
@@ -54,7 +54,6 @@ class MNISTDataModule(ImageDataModule):
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
         check_bool("data.augment", augment)
-        check_int("data.max_shift", max_shift, minimum=0)
         self.download = download
         self.classes = list(self.dataset_cls.classes)
         steps: list = []
@@ -65,11 +64,7 @@ class MNISTDataModule(ImageDataModule):
         self.transform = transforms.Compose([*steps, transforms.ToTensor(), self.normalize])
         self.train_transform = self.transform
         if augment:
-            moves: list = []
-            if max_shift:
-                moves.append(transforms.RandomCrop(self.native_size, padding=max_shift))
-            if self.mirror_keeps_label:
-                moves.append(transforms.RandomHorizontalFlip())
+            moves = shift_and_mirror(self.native_size, max_shift, self.mirror_keeps_label)
             self.train_transform = transforms.Compose([*moves, self.transform])
 
     @property

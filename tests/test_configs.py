@@ -51,13 +51,19 @@ def test_nll_loss_needs_a_log_softmax_head():
         build(compose_train(["model=lenet5", nll]).model)
 
 
-def test_lenet5_modified_brings_its_report_recipe_and_overrides_still_win():
+def test_lenet5_modified_brings_its_recipe_and_overrides_still_win():
     cfg = compose_train(["model=lenet5_modified"])
     assert cfg.optimizer.lr == 0.01
-    assert cfg.scheduler.interval == "step" and cfg.scheduler.scheduler.step_size == 1000
-    assert cfg.scheduler.scheduler.gamma == 0.9
-    cfg = compose_train(["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none"])
-    assert cfg.optimizer.lr == 1e-3 and not cfg.scheduler
+    assert cfg.scheduler.scheduler._target_.endswith("CosineAnnealingLR")
+    assert cfg.scheduler.scheduler.T_max == cfg.trainer.max_epochs
+    assert cfg.data.augment and cfg.data.max_shift == 0
+    cfg = compose_train(
+        ["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none", "data.augment=false"]
+    )
+    assert cfg.optimizer.lr == 1e-3 and not cfg.scheduler and not cfg.data.augment
+    # the report's own recipe is the experiment
+    cfg = compose_train(["experiment=fashion_lenet5_modified"])
+    assert cfg.scheduler.scheduler._target_.endswith("StepLR") and not cfg.data.augment
 
 
 @pytest.mark.parametrize(
