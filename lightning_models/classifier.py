@@ -95,12 +95,15 @@ class ImageClassifier(L.LightningModule):
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
 
-    def _eval_step(self, batch, stage: str) -> None:
+    def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, y = batch
         out = self(x)
         self._record(stage, self.criterion(out, y), out, y)
+        preds = out.argmax(dim=1)
         if stage == "test":
-            self.test_confusion(out.argmax(dim=1), y)
+            self.test_confusion(preds, y)
+        # Callbacks (test figures) read the predictions instead of running the net again.
+        return {"preds": preds}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -151,11 +154,11 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
 
     def on_train_start(self) -> None:
         # The sanity check ran validation on an untrained net: that must not count as the best.
