@@ -69,8 +69,38 @@ def hparams_to_log(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def config_of_checkpoint(cfg: DictConfig) -> DictConfig:
+    """For ``train=false ckpt_path=...``: the config the checkpoint's run was trained with.
+
+    Read back from ``<run dir>/.hydra/config.yaml`` (the checkpoint lives in
+    ``<run dir>/checkpoints/``), so the same model and data are rebuilt whatever this command's
+    overrides; where to find data, where to write and on which device stay this invocation's.
+    """
+    ckpt = Path(cfg.ckpt_path).expanduser()
+    if not ckpt.is_file():
+        raise LabError(
+            f"ckpt_path={cfg.ckpt_path} is not a file; give a .ckpt of a run's checkpoints/"
+        )
+    saved = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise LabError(
+            f"no training config beside ckpt_path={cfg.ckpt_path} (looked for {saved}); evaluate a "
+            "checkpoint inside its run dir, <run dir>/checkpoints/<name>.ckpt"
+        )
+    trained = OmegaConf.load(saved)
+    for key in ("paths", "trainer", "callbacks", "logger", "train", "test", "ckpt_path", "seed"):
+        trained[key] = cfg.get(key)
+    return trained
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test as ``cfg`` says; return the final metrics (``val/…`` and ``test/…``)."""
+    """Fit and test as ``cfg`` says; return the final metrics (``val/…`` and ``test/…``).
+
+    With ``train=false`` and a ``ckpt_path``, only test that checkpoint, with the model and data
+    config of the run that wrote it.
+    """
+    if not cfg.get("train") and cfg.get("ckpt_path"):
+        cfg = config_of_checkpoint(cfg)
     check_config(cfg)
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)
