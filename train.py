@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import DivergedError, LabError, build
+from lightning_models.run_config import config_of_checkpoint
 
 log = logging.getLogger("train")
 
@@ -67,30 +68,6 @@ def hparams_to_log(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": cfg.data.batch_size,
         "max_epochs": cfg.trainer.max_epochs,
     }
-
-
-def config_of_checkpoint(cfg: DictConfig) -> DictConfig:
-    """For ``train=false ckpt_path=...``: the config the checkpoint's run was trained with.
-
-    Read back from ``<run dir>/.hydra/config.yaml`` (the checkpoint lives in
-    ``<run dir>/checkpoints/``), so the same model and data are rebuilt whatever this command's
-    overrides; where to find data, where to write and on which device stay this invocation's.
-    """
-    ckpt = Path(cfg.ckpt_path).expanduser()
-    if not ckpt.is_file():
-        raise LabError(
-            f"ckpt_path={cfg.ckpt_path} is not a file; give a .ckpt of a run's checkpoints/"
-        )
-    saved = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise LabError(
-            f"no training config beside ckpt_path={cfg.ckpt_path} (looked for {saved}); evaluate a "
-            "checkpoint inside its run dir, <run dir>/checkpoints/<name>.ckpt"
-        )
-    trained = OmegaConf.load(saved)
-    for key in ("paths", "trainer", "callbacks", "logger", "train", "test", "ckpt_path", "seed"):
-        trained[key] = cfg.get(key)
-    return trained
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
