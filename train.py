@@ -33,10 +33,10 @@ log = logging.getLogger("train")
 def check_config(cfg: DictConfig) -> None:
     """Reject values that can only fail later, before anything is built or trained."""
     lr = cfg.optimizer.get("lr")
-    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+    if lr is not None and not (_is_number(lr) and lr > 0):
         raise LabError(f"optimizer.lr={lr!r} is not allowed; use a positive number such as 1e-3")
     wd = cfg.optimizer.get("weight_decay")
-    if wd is not None and not (isinstance(wd, int | float) and wd >= 0):
+    if wd is not None and not (_is_number(wd) and wd >= 0):
         raise LabError(f"optimizer.weight_decay={wd!r} is not allowed; use 0 or a positive number")
     epochs = cfg.trainer.get("max_epochs")
     if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
@@ -44,6 +44,10 @@ def check_config(cfg: DictConfig) -> None:
             f"trainer.max_epochs={epochs!r} is not allowed; use a whole number of at least 1 "
             "(or -1 for no limit)"
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -59,6 +63,7 @@ def hparams_to_log(cfg: DictConfig) -> dict[str, Any]:
     return {
         "model": choices.get("model", cfg.model.net._target_.rsplit(".", 1)[-1]),
         "data": choices.get("data", cfg.data._target_.rsplit(".", 1)[-1]),
+        "experiment": choices.get("experiment") or "none",
         "seed": cfg.seed,
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True)
