@@ -212,3 +212,12 @@ def test_hydra_config_builds_the_datamodule_and_a_model_that_takes_its_batches(c
     model = build(cfg.model)
     assert isinstance(model, ImageClassifier)
     assert model(x).shape == (64, 10)
+
+
+def test_cifar_cnn_trains_and_tests_end_to_end_on_generated_cifar_files(train_cfg, tmp_path):
+    from train import train
+
+    metrics = train(train_cfg("model=cifar_cnn", "data=cifar10", "trainer.max_epochs=2"))
+    assert metrics["status"] == "ok" and 0.0 <= metrics["test/acc"] <= 1.0
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"last.ckpt"}
+    assert metrics["epochs"] == 2
