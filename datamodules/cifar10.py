@@ -19,6 +19,10 @@ from torchvision.datasets.vision import StandardTransform
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from lightning_models.errors import LabError
 
+# The names batches.meta holds, known before any file is read (e.g. to label predictions).
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
 # Per-channel statistics of the CIFAR-10 training set: report 002's normalisation.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.247, 0.243, 0.261)
@@ -117,6 +121,7 @@ class CIFAR10DataModule(ImageDataModule):
         self.download = download
         self.augment = augment
         self.max_shift = max_shift
+        self.classes = list(CIFAR10_CLASSES)  # setup() reads them from batches.meta
         self.verify_checksums = verify_checksums
         self.eval_transform = transforms.Compose(self._to_model_input())
         self.train_transform = (

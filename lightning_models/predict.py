@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import pickle
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +35,6 @@ import datamodules  # noqa: F401  (registers the config resolvers the data confi
 from datamodules.image_folder import ImageLoader, is_image_file
 from lightning_models.errors import LabError, build
 from lightning_models.run_config import config_of_checkpoint
-
-# What torchvision's CIFAR10 reads from batches.meta; the constructor of the datamodule only
-# learns them in setup(), which needs every data file, so predicting knows them here.
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 
 
 @dataclass
@@ -121,7 +114,8 @@ def load_predictor(ckpt: Path, device: torch.device | None = None) -> Predictor:
     notes: list[str] = []
     datamodule = _datamodule(cfg, notes)
     classes = _class_names(datamodule, cfg, int(model.hparams.num_classes), notes)
-    in_channels = int(cfg.data.get("in_channels", 1))
+    # The datamodule's own value counts (its default where the config is silent).
+    in_channels = getattr(datamodule, "in_channels", None) or int(cfg.data.in_channels)
     return Predictor(
         model=model,
         transform=preprocessing(cfg, datamodule),
@@ -145,8 +139,6 @@ def _datamodule(cfg: DictConfig, notes: list[str]):
 
 def _class_names(datamodule, cfg: DictConfig, outputs: int, notes: list[str]) -> list[str]:
     classes = list(getattr(datamodule, "classes", None) or [])
-    if not classes and cfg.data.get("_target_", "").endswith("CIFAR10DataModule"):
-        classes = _cifar10_classes(Path(str(cfg.data.data_dir)))
     if len(classes) != outputs:
         if datamodule is not None:
             notes.append(
@@ -157,31 +149,10 @@ def _class_names(datamodule, cfg: DictConfig, outputs: int, notes: list[str]) ->
     return classes
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Reads pickles of plain containers only; Python 2 byte strings go through _codecs.encode."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("_codecs", "encode"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
-
-
-def _cifar10_classes(data_dir: Path) -> list[str]:
-    """The names in ``batches.meta`` when the files are there (what training used), else
-    CIFAR-10's own."""
-    meta = data_dir / "cifar-10-batches-py" / "batches.meta"
-    try:
-        with meta.open("rb") as f:
-            names = _PlainUnpickler(f, encoding="latin1").load()["label_names"]
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError, AttributeError):
-        return list(CIFAR10_CLASSES)
-
-
 def preprocessing(cfg: DictConfig, datamodule=None) -> transforms.Compose:
     """The run's evaluation transform for an image of any size: a square resize to
     ``data.image_size``, ToTensor, then the datamodule's normalisation (no augmentation)."""
-    size = int(cfg.data.get("image_size", 28))
+    size = getattr(datamodule, "image_size", None) or int(cfg.data.image_size)
     normalize = getattr(datamodule, "normalize", None)
     if normalize is None:  # no datamodule: the same statistics, read from the config
         normalize = transforms.Normalize(tuple(cfg.data.mean), tuple(cfg.data.std))
@@ -353,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         predictor = load_predictor(args.checkpoint)
         rows = collect_inputs(args.inputs, notes)
+        if args.output is not None and not args.output.parent.is_dir():
+            # Found out now, not after classifying a whole folder.
+            raise LabError(f"cannot write --output {args.output}: no folder {args.output.parent}")
         if not rows:
             # The notes say which folders held no images; that is the whole story here.
             why = "; ".join(notes) or "give image files or folders of images after the checkpoint"
@@ -375,8 +349,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"{summary(rows)}; written to {args.output}")
-    return 0 if any(row.error is None for row in rows) else 1
+    if all(row.error is not None for row in rows):
+        print(
+            f"error: none of the {len(rows)} files could be classified; each row says why",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
