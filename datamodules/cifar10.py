@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torchvision import datasets, transforms
-from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
+from datamodules.checksums import verify_files
 from lightning_models.errors import LabError
 
 # The names batches.meta holds, known before any file is read (e.g. to label predictions).
@@ -99,7 +99,7 @@ class CIFAR10DataModule(ImageDataModule):
         download: bool = True,
         augment: bool = False,
         max_shift: int = 4,
-        verify_checksums: bool = False,
+        verify_checksums: bool = True,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
         in_channels: int = 3,
@@ -181,16 +181,13 @@ class CIFAR10DataModule(ImageDataModule):
         """Every file there and, with ``verify_checksums``, the original one, or a LabError."""
         if self._missing_files():
             raise LabError(self._not_found_message())
-        if not self.verify_checksums:
-            return
-        for name, md5 in expected_md5().items():
-            path = self.folder / name
-            if not check_integrity(str(path), md5):
-                raise LabError(
-                    f"{self.name} file {path} does not have the MD5 sum of the original "
-                    f"({md5}); replace {self.folder} with a fresh copy (delete it and run once "
-                    "with network access), or set data.verify_checksums=false to skip the check"
-                )
+        if self.verify_checksums:
+            repair = (
+                f"delete {self.folder} and run again with network access so torchvision "
+                "downloads it anew, or copy the files again; data.verify_checksums=false skips "
+                "this check for a modified copy"
+            )
+            verify_files(self.folder, expected_md5(), self.name, repair)
 
     # --- datasets ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
+from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
 from lightning_models.errors import LabError
 
 
@@ -30,9 +31,10 @@ class MNISTDataModule(ImageDataModule):
     Takes :class:`~datamodules.base.ImageDataModule`'s arguments; ``data_dir`` is in
     torchvision's layout (the dataset lives in ``<data_dir>/MNIST``). Images are resized to
     ``image_size`` and replicated to 3 channels when ``in_channels=3``. ``download`` lets
-    torchvision fetch missing files. ``augment`` shifts training images by up to ``max_shift``
-    pixels (and mirrors them where that keeps the label: clothes, not digits); validation and
-    test images are never augmented.
+    torchvision fetch missing files; ``verify_checksums`` refuses files whose MD5 is not the
+    original's (a truncated or corrupted copy). ``augment`` shifts training images by up to
+    ``max_shift`` pixels (and mirrors them where that keeps the label: clothes, not digits);
+    validation and test images are never augmented.
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
@@ -40,6 +42,7 @@ class MNISTDataModule(ImageDataModule):
     debian_package: str | None = None
     native_size = 28
     dataset_classes = 10
+    md5 = MNIST_MD5
     mirror_keeps_label = False  # a mirrored 2 or 7 is no digit
 
     def __init__(
@@ -50,10 +53,13 @@ class MNISTDataModule(ImageDataModule):
         download: bool = True,
         augment: bool = False,
         max_shift: int = 2,
+        verify_checksums: bool = True,
         **kwargs,
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
         check_bool("data.augment", augment)
+        check_bool("data.verify_checksums", verify_checksums)
+        self.verify_checksums = verify_checksums
         self.download = download
         self.classes = list(self.dataset_cls.classes)
         steps: list = []
@@ -81,12 +87,26 @@ class MNISTDataModule(ImageDataModule):
         return [f for f in _raw_files(self.dataset_cls) if not (self.raw_folder / f).is_file()]
 
     def prepare_data(self) -> None:
-        """Put the extracted files in ``data_dir``, or raise one clear error saying how to."""
-        if not self._missing_files():
-            return
-        found = self._unpack_from_debian() or self._try_download()
-        if not (found and not self._missing_files()):
-            raise LabError(self._not_found_message())
+        """Put the extracted files in ``data_dir`` and check them, or raise one clear error
+        saying how to."""
+        if self._missing_files():
+            found = self._unpack_from_debian() or self._try_download()
+            if not (found and not self._missing_files()):
+                raise LabError(self._not_found_message())
+        if self.verify_checksums:
+            verify_files(self.raw_folder, self.md5, self.name, self._repair_hint())
+
+    def _repair_hint(self) -> str:
+        source = "torchvision downloads it (network needed)"
+        if self.debian_package:
+            source = (
+                f"the lab unpacks Debian's copy again (damaged too? 'apt-get install --reinstall "
+                f"{self.debian_package}') or {source}"
+            )
+        return (
+            f"delete {self.raw_folder} and run again: {source}; "
+            "data.verify_checksums=false accepts a modified copy"
+        )
 
     def _unpack_from_debian(self) -> bool:
         if self.debian_dir is None:
@@ -143,3 +163,4 @@ class FashionMNISTDataModule(MNISTDataModule):
     debian_dir = Path("/usr/share/datasets/fashion-mnist")
     debian_package = "dataset-fashion-mnist"
     mirror_keeps_label = True
+    md5 = FASHION_MNIST_MD5

@@ -9,7 +9,9 @@ from tests.idx_files import write_gz_folder
 
 
 def test_split_sizes_batches_and_normalisation(data_dir):
-    dm = FashionMNISTDataModule(str(data_dir), batch_size=50, val_size=100, mean=[0.5], std=[0.5])
+    dm = FashionMNISTDataModule(
+        str(data_dir), batch_size=50, val_size=100, mean=[0.5], std=[0.5], verify_checksums=False
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (500, 100, 200)
@@ -57,7 +59,9 @@ def test_resize_and_three_channels(data_dir):
 def test_fashion_is_unpacked_from_the_debian_package_folder(tmp_path, monkeypatch):
     debian = write_gz_folder(tmp_path / "usr-share-datasets-fashion-mnist", n_train=300, n_test=50)
     monkeypatch.setattr(FashionMNISTDataModule, "debian_dir", debian)
-    dm = FashionMNISTDataModule(str(tmp_path / "data"), val_size=0, download=False)
+    dm = FashionMNISTDataModule(
+        str(tmp_path / "data"), val_size=0, download=False, verify_checksums=False
+    )
     dm.prepare_data()
     assert sorted(p.name for p in (tmp_path / "data/FashionMNIST/raw").iterdir()) == [
         "t10k-images-idx3-ubyte",
