@@ -26,28 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import DivergedError, LabError, build
 from lightning_models.run_config import config_of_checkpoint
+from lightning_models.validation import build_data_and_model, check_config
 
 log = logging.getLogger("train")
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Reject values that can only fail later, before anything is built or trained."""
-    lr = cfg.optimizer.get("lr")
-    if lr is not None and not (_is_number(lr) and lr > 0):
-        raise LabError(f"optimizer.lr={lr!r} is not allowed; use a positive number such as 1e-3")
-    wd = cfg.optimizer.get("weight_decay")
-    if wd is not None and not (_is_number(wd) and wd >= 0):
-        raise LabError(f"optimizer.weight_decay={wd!r} is not allowed; use 0 or a positive number")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
-        raise LabError(
-            f"trainer.max_epochs={epochs!r} is not allowed; use a whole number of at least 1 "
-            "(or -1 for no limit)"
-        )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -86,14 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)
-
-    datamodule: L.LightningDataModule = build(cfg.data)
-    # Find the data and split it now, so a missing file or impossible split stops the run before
-    # a model, a checkpoint folder or an event file exists.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-    model: L.LightningModule = build(cfg.model)
+    datamodule, model = build_data_and_model(cfg)
 
     trainer_overrides: dict[str, Any] = {}
     if not datamodule.has_validation:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, GENERATED, ROOT
 from tests.test_train import scalar_tags
 
 
@@ -47,21 +47,33 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
     ("override", "sentence"),
     [
         ("data.batch_size=0", "data.batch_size=0 is not allowed; use a whole number of at least 1"),
+        ("data.batch_size=abc", "data.batch_size='abc' is not allowed"),
         ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; use a positive number"),
+        ("optimizer.lr=fast", "optimizer.lr='fast' is not allowed"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed"),
         (
             "data.val_size=1000000",
             "data.val_size=1000000 is not smaller than the FashionMNIST training set (600 images)",
         ),
+        (
+            "model=cifar_cnn data.val_size=100",
+            "model cifar_cnn takes only 3x32x32 input images, but the data gives",
+        ),
+        (
+            "loss=nll data.val_size=100",
+            "loss NLLLoss expects log-probabilities, but LeNet5 returns raw logits",
+        ),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt is not a file"),
     ],
 )
 def test_bad_value_fails_with_one_sentence_and_no_checkpoint(
     data_dir, tmp_path, override, sentence
 ):
-    result = run_train(override, data_dir=data_dir, log_dir=tmp_path)
+    result = run_train(*override.split(), GENERATED, data_dir=data_dir, log_dir=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert sentence in output and "Traceback" not in output
-    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.*"))
+    assert not list(tmp_path.iterdir()), "bad input must leave nothing behind, not even a run dir"
 
 
 def test_missing_data_offline_says_where_and_how(tmp_path):
@@ -72,6 +84,7 @@ def test_missing_data_offline_says_where_and_how(tmp_path):
     assert result.returncode == 1 and "Traceback" not in output
     assert f"MNIST files not found: searched {tmp_path / 'nothing' / 'MNIST' / 'raw'}" in output
     assert "train-images-idx3-ubyte" in output and "paths.data_dir" in output
+    assert not (tmp_path / "train").exists()
 
 
 def test_multirun_gives_each_job_its_own_dir(data_dir, tmp_path):
