@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,10 @@ from lightning_models.run_config import config_of_checkpoint
 from lightning_models.validation import build_data_and_model, check_config
 
 log = logging.getLogger("train")
+
+# Run and sweep folders are named by start time (to the microsecond) and process id
+# (conf/hydra/default.yaml), so runs started at the same moment never share a folder.
+OmegaConf.register_new_resolver("lab.pid", os.getpid, replace=True)
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:

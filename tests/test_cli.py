@@ -101,3 +101,17 @@ def test_multirun_gives_each_job_its_own_dir(data_dir, tmp_path):
         assert (job / "checkpoints" / "last.ckpt").is_file()
     assert "model: fcn" in (jobs[0] / "tensorboard" / "hparams.yaml").read_text()
     assert "model: lenet5" in (jobs[1] / "tensorboard" / "hparams.yaml").read_text()
+
+
+def test_two_identical_sweeps_started_together_never_share_a_folder(data_dir, tmp_path):
+    env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(tmp_path)}
+    args = [sys.executable, "train.py", "-m", "optimizer.lr=0.01,0.001", *FAST]
+    sweeps = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    for sweep in sweeps:
+        assert sweep.wait(timeout=300) == 0, sweep.stderr.read()[-2000:]
+    dirs = sorted((tmp_path / "train" / "multiruns").iterdir())
+    assert len(dirs) == 2
+    for sweep_dir in dirs:  # nothing lost: each holds its two jobs and its table
+        assert (sweep_dir / "summary.csv").is_file()
+        assert all((sweep_dir / job / "metrics.json").is_file() for job in ("0", "1"))
