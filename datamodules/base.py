@@ -1,11 +1,22 @@
 """What every ``data=`` choice shares: argument checks, the seeded validation split, the loaders.
 
 Subclasses find their files (``prepare_data``) and build the full training and test datasets
-(``setup``); the split and the DataLoaders are made here once for all of them.
+(``setup``); the split and the loaders are made here once for all of them.
+
+Two kinds of loaders: torchvision's ``DataLoader`` over the datasets (any dataset, any transform),
+and, for datasets held in memory (MNIST, FashionMNIST, CIFAR-10) at their own image size, the fast
+path of :mod:`datamodules.in_memory` (``data.fast``): the images as one ``uint8`` tensor on the
+training device, batched, normalised and augmented there, with the same split, values and
+augmentation semantics. ``data.fast=auto`` (the default) takes it where it applies, ``true``
+insists (a LabError says why it cannot), ``false`` keeps torchvision's loaders. On the fast path
+``num_workers`` and ``pin_memory`` are ignored (there is no worker and no host-to-device copy per
+batch), and ``data_train``/``data_val``/``data_test`` are still torchvision's datasets (for
+inspection, predictions and figures); only the loaders differ.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import lightning as L
@@ -13,7 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
+from datamodules.in_memory import BatchMaker, InMemoryImages, OrderedBatches, ShuffledBatches
+from datamodules.in_memory import check_fast as _check_fast
 from lightning_models.errors import LabError
+
+log = logging.getLogger(__name__)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -30,9 +45,13 @@ class ImageDataModule(L.LightningDataModule):
         mean, std: per-channel normalisation after ``ToTensor`` (mean 0, std 1 leaves it as is).
         in_channels, image_size, num_classes: the shape the models are built for.
         pin_memory: pin host memory for faster copies to a GPU.
+        fast: ``auto``, ``true`` or ``false``: the in-memory fast path (module docstring) where
+            it applies, always (else a LabError saying why not), or never.
     """
 
     dataset_classes: int | None = None  # fixed by the dataset (10 for MNIST), else None
+    in_memory_dataset = False  # torchvision holds every image in memory: the fast path applies
+    native_size: int | None = None  # the dataset's own image size, when it has one
 
     def __init__(
         self,
@@ -47,6 +66,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int = 28,
         num_classes: int = 10,
         pin_memory: bool = False,
+        fast: bool | str = "auto",
     ):
         super().__init__()
         check_int("data.batch_size", batch_size, minimum=1)
@@ -71,6 +91,7 @@ class ImageDataModule(L.LightningDataModule):
                 )
         if any(s <= 0 for s in std):
             raise LabError(f"data.std={list(std)} must be positive")
+        _check_fast(fast)
 
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -81,11 +102,23 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.num_classes = num_classes
         self.pin_memory = pin_memory
-        self.normalize = transforms.Normalize(tuple(mean), tuple(std))
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.normalize = transforms.Normalize(self.mean, self.std)
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
         self.classes: list[str] = []
+        # Fast path: whether it is used, the training-time augmentation it applies (subclasses
+        # set these from their own options), the split as row indices, and the tensors.
+        self.fast = fast
+        self.use_fast = self._resolve_fast(fast)
+        self.fast_max_shift = 0
+        self.fast_mirror = False
+        self.train_rows: torch.Tensor | None = None  # rows of the training file; None: all
+        self.val_rows: torch.Tensor | None = None
+        self._memory: tuple[InMemoryImages, InMemoryImages] | None = None  # (train file, test)
+        self._on_device: tuple[torch.device, InMemoryImages, InMemoryImages] | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +127,104 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def has_validation(self) -> bool:
         return self.val_size > 0
+
+    # --- fast path ---------------------------------------------------------------------------
+
+    def fast_unavailable(self) -> str | None:
+        """Why the fast path cannot be used with these options, or None when it can."""
+        if not self.in_memory_dataset:
+            return (
+                f"{self.name} reads its images from files; only MNIST, FashionMNIST and CIFAR-10 "
+                "are held in memory"
+            )
+        if self.image_size != self.native_size:
+            return (
+                f"data.image_size={self.image_size} is not {self.name}'s own size "
+                f"({self.native_size}), and resizing is done on the torchvision path only"
+            )
+        return None
+
+    def _resolve_fast(self, fast: bool | str) -> bool:
+        reason = self.fast_unavailable()
+        if fast is True and reason is not None:
+            raise LabError(f"data.fast=true cannot be used: {reason}; use data.fast=auto or false")
+        if fast == "auto" and reason is not None and self.in_memory_dataset:
+            log.info("data.fast=auto: %s; using torchvision's DataLoader", reason)
+        return fast is not False and reason is None
+
+    def hold_in_memory(self, train: InMemoryImages, test: InMemoryImages) -> None:
+        """Keep the whole training file and the test set as tensors for the fast path (on the
+        CPU until a loader is asked for on a trainer's device). Subclasses call it in setup."""
+        self._memory = (train, test)
+        ignored = [f"data.{k}" for k in ("num_workers", "pin_memory") if getattr(self, k)]
+        log.info(
+            "data.fast: %s held in memory (%d + %d images, %.1f MB), batched on the training "
+            "device%s",
+            self.name,
+            len(train),
+            len(test),
+            (train.nbytes + test.nbytes) / 2**20,
+            f"; {' and '.join(ignored)} ignored" if ignored else "",
+        )
+
+    def _fast_ready(self) -> bool:
+        if not self.use_fast or self._memory is None:
+            return False
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            reason = f"training on {trainer.world_size} processes needs a DistributedSampler"
+            if self.fast is True:
+                raise LabError(f"data.fast=true cannot be used: {reason}; use data.fast=auto")
+            log.info("data.fast=auto: %s; using torchvision's DataLoader", reason)
+            return False
+        return True
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _memory_on_device(self) -> tuple[InMemoryImages, InMemoryImages]:
+        device = self._device()
+        if self._on_device is None or self._on_device[0] != device:
+            assert self._memory is not None
+            self._on_device = None  # release the copy on the previous device first
+            train, test = self._memory
+            self._on_device = (device, train.to(device), test.to(device))
+            log.info("data.fast: %s images on %s", self.name, device)
+        return self._on_device[1], self._on_device[2]
+
+    def _batch_maker(self, train: bool) -> BatchMaker:
+        return BatchMaker(
+            self.mean,
+            self.std,
+            self.in_channels,
+            max_shift=self.fast_max_shift if train else 0,
+            mirror=self.fast_mirror if train else False,
+        )
+
+    def _fast_train_loader(self) -> ShuffledBatches:
+        train, _ = self._memory_on_device()
+        trainer = self.trainer
+        epoch_source = position_source = None
+        if trainer is not None:
+            # The trainer's epoch drives the permutation; its count of batches taken for training
+            # steps is the position a checkpoint saves (never a batch fetched ahead).
+            def epoch_source() -> int:
+                return trainer.current_epoch
+
+            def position_source() -> int:
+                return trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+        return ShuffledBatches(
+            train,
+            self.batch_size,
+            self._batch_maker(train=True),
+            # the run's seed after seed_everything(seed), read without drawing from the RNG
+            seed=torch.initial_seed(),
+            rows=self.train_rows,
+            epoch_source=epoch_source,
+            position_source=position_source,
+        )
 
     def split(self, train_view: Dataset, eval_view: Dataset | None = None) -> None:
         """Carve ``val_size`` images out of the training set, the same ones for every seed.
@@ -112,11 +243,13 @@ class ImageDataModule(L.LightningDataModule):
             )
         if not n_val:
             self.data_train = train_view
+            self.train_rows = self.val_rows = None
             return
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        self.data_train = Subset(train_view, order[: n - n_val].tolist())
+        self.train_rows, self.val_rows = order[: n - n_val], order[n - n_val :]
+        self.data_train = Subset(train_view, self.train_rows.tolist())
         self.data_val = Subset(
-            eval_view if eval_view is not None else train_view, order[n - n_val :].tolist()
+            eval_view if eval_view is not None else train_view, self.val_rows.tolist()
         )
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
@@ -131,14 +264,24 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ShuffledBatches:
+        if self._fast_ready():
+            return self._fast_train_loader()
         return self._loader(self.data_train, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> DataLoader | OrderedBatches | list:
         # No loader means no validation loop (Lightning skips it), also under fast_dev_run.
-        return self._loader(self.data_val, shuffle=False) if self.has_validation else []
+        if not self.has_validation:
+            return []
+        if self._fast_ready():
+            train, _ = self._memory_on_device()
+            return OrderedBatches(train, self.batch_size, self._batch_maker(False), self.val_rows)
+        return self._loader(self.data_val, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | OrderedBatches:
+        if self._fast_ready():
+            _, test = self._memory_on_device()
+            return OrderedBatches(test, self.batch_size, self._batch_maker(train=False))
         return self._loader(self.data_test, shuffle=False)
 
 

@@ -4,6 +4,11 @@ Where the files come from, in order: ``data_dir`` in torchvision's layout
 (``<data_dir>/cifar-10-batches-py/data_batch_1`` … ``test_batch``, ``batches.meta``); torchvision's
 download when the network is there. When neither works the error names the folder searched, the
 files expected and how to get them. MD5 sums are checked only with ``verify_checksums``.
+
+With ``data.fast`` (default ``auto``) and the native 32x32 size, training, validation and test
+batches come from the images held as one uint8 tensor (N, 3, 32, 32; made grey once, as PIL does,
+for ``in_channels=1``) on the training device (:mod:`datamodules.in_memory`); another
+``image_size`` uses torchvision's loaders.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torchvision.datasets.vision import StandardTransform
 
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from datamodules.checksums import verify_files
+from datamodules.in_memory import from_cifar
 from lightning_models.errors import LabError
 
 # The names batches.meta holds, known before any file is read (e.g. to label predictions).
@@ -85,11 +91,14 @@ class CIFAR10DataModule(ImageDataModule):
             horizontal flips, on the training subset only; validation and test images are never
             augmented.
         verify_checksums: check the files' MD5 sums against the original CIFAR-10.
+        fast: see :class:`~datamodules.base.ImageDataModule` (the fast path crops and flips the
+            same way).
     """
 
     dataset_cls: type[datasets.CIFAR10] = CIFAR10Dataset
     native_size = 32
     dataset_classes = 10
+    in_memory_dataset = True
 
     def __init__(
         self,
@@ -129,6 +138,8 @@ class CIFAR10DataModule(ImageDataModule):
             if augment
             else self.eval_transform
         )
+        if augment:
+            self.fast_max_shift, self.fast_mirror = max_shift, True
 
     # --- transforms --------------------------------------------------------------------------
 
@@ -201,3 +212,8 @@ class CIFAR10DataModule(ImageDataModule):
         self.split(train_view, with_transform(train_view, self.eval_transform))
         self.data_test = self.dataset_cls(root, train=False, transform=self.eval_transform)
         self.classes = list(self.data_test.classes)
+        if self.use_fast:
+            grey = self.in_channels == 1
+            self.hold_in_memory(
+                from_cifar(train_view, grey=grey), from_cifar(self.data_test, grey=grey)
+            )

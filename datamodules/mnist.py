@@ -5,6 +5,10 @@ Where the files come from, in order: ``data_dir`` in torchvision's layout
 ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``), unpacked into
 ``data_dir``; torchvision's download when the network is there. When none works the error names the
 folder searched, the files expected and how to get them.
+
+With ``data.fast`` (default ``auto``) and the native 28x28 size, training, validation and test
+batches come from the images held as one uint8 tensor on the training device
+(:mod:`datamodules.in_memory`); ``image_size`` other than 28 uses torchvision's loaders.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torchvision.datasets.utils import extract_archive
 
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
+from datamodules.in_memory import from_mnist
 from lightning_models.errors import LabError
 
 
@@ -34,7 +39,8 @@ class MNISTDataModule(ImageDataModule):
     torchvision fetch missing files; ``verify_checksums`` refuses files whose MD5 is not the
     original's (a truncated or corrupted copy). ``augment`` shifts training images by up to
     ``max_shift`` pixels (and mirrors them where that keeps the label: clothes, not digits);
-    validation and test images are never augmented.
+    validation and test images are never augmented. ``fast``: see
+    :class:`~datamodules.base.ImageDataModule` (the fast path shifts and mirrors the same way).
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
@@ -44,6 +50,7 @@ class MNISTDataModule(ImageDataModule):
     dataset_classes = 10
     md5 = MNIST_MD5
     mirror_keeps_label = False  # a mirrored 2 or 7 is no digit
+    in_memory_dataset = True
 
     def __init__(
         self,
@@ -72,6 +79,7 @@ class MNISTDataModule(ImageDataModule):
         if augment:
             moves = shift_and_mirror(self.native_size, max_shift, self.mirror_keeps_label)
             self.train_transform = transforms.Compose([*moves, self.transform])
+            self.fast_max_shift, self.fast_mirror = max_shift, self.mirror_keeps_label
 
     @property
     def name(self) -> str:
@@ -154,6 +162,8 @@ class MNISTDataModule(ImageDataModule):
         eval_view = self.dataset_cls(root, train=True, transform=self.transform)
         self.split(train_view, eval_view)
         self.data_test = self.dataset_cls(root, train=False, transform=self.transform)
+        if self.use_fast:
+            self.hold_in_memory(from_mnist(train_view), from_mnist(self.data_test))
 
 
 class FashionMNISTDataModule(MNISTDataModule):

@@ -1,0 +1,1 @@
+"""Measurements of the lab (run as scripts: python benchmarks/<name>.py --help)."""
