@@ -26,6 +26,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import DivergedError, LabError, build
+from lightning_models.resume import (
+    LAST,
+    check_resumable,
+    find_last_checkpoint,
+    load_checkpoint,
+    lr_note,
+    run_dir_of,
+)
 from lightning_models.run_config import config_of_checkpoint
 from lightning_models.validation import build_data_and_model, check_config
 
@@ -73,6 +81,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
+    if cfg.get("train") and cfg.get("ckpt_path"):
+        prepare_resume(cfg, model)
 
     trainer_overrides: dict[str, Any] = {}
     if not datamodule.has_validation:
@@ -116,6 +126,47 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 _HP_METRICS = ("test/acc", "test/loss", "val/acc_best")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> Path:
+    """The checkpoint ``cfg.ckpt_path`` names: a file, or for ``last`` the newest ``last.ckpt``
+    of a run started with this invocation's overrides (``ckpt_path`` aside)."""
+    if str(cfg.ckpt_path) != LAST:
+        return Path(str(cfg.ckpt_path)).expanduser()
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", overrides)
+
+
+def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
+    """Point ``cfg`` at the checkpoint to resume and at the run dir that wrote it.
+
+    The resumed fit continues in that run dir (checkpoints, TensorBoard, metrics.json), so one
+    run stays one folder; this invocation's Hydra dir keeps only its .hydra and log. TensorBoard
+    drops what the killed process logged after the checkpoint (``purge_step``), so no step
+    appears twice. Another architecture stops here with a sentence; another learning rate is
+    reported, and the checkpoint's wins (its optimizer state is restored).
+    """
+    ckpt = resolve_ckpt_path(cfg)
+    checkpoint = load_checkpoint(ckpt)
+    check_resumable(checkpoint, model, ckpt)
+    note = lr_note(checkpoint, cfg.optimizer.get("lr"))
+    if note:
+        log.warning("%s", note)
+    run_dir = run_dir_of(ckpt)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(ckpt)
+        if run_dir is not None:
+            cfg.paths.output_dir = str(run_dir)
+        for logger in (cfg.get("logger") or {}).values():
+            if isinstance(logger, DictConfig) and "TensorBoardLogger" in logger.get("_target_", ""):
+                logger.purge_step = int(checkpoint.get("global_step", 0))
+    log.info(
+        "Resuming from %s (epoch %s, step %s); the run continues in %s",
+        ckpt,
+        checkpoint.get("epoch"),
+        checkpoint.get("global_step"),
+        cfg.paths.output_dir,
+    )
 
 
 def _collapsed(model: L.LightningModule) -> bool:

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lightning_models.errors import LabError, build
+from lightning_models.resume import LAST, find_last_checkpoint
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -29,7 +30,8 @@ def check_config(cfg: DictConfig) -> None:
     if wd is not None and not (_is_number(wd) and wd >= 0):
         raise LabError(f"optimizer.weight_decay={wd!r} is not allowed; use 0 or a positive number")
     ckpt = cfg.get("ckpt_path")
-    if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
+    # `last` is resolved by train.py (lightning_models/resume.py) to a run's last.ckpt.
+    if ckpt is not None and str(ckpt) != LAST and not Path(str(ckpt)).expanduser().is_file():
         raise LabError(
             f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (a run's checkpoints/)"
         )
@@ -53,6 +55,15 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.Ligh
     return datamodule, build(cfg.model)
 
 
+def _check_something_to_resume(config: DictConfig) -> None:
+    """``ckpt_path=last`` with no run of the same overrides to resume fails before a folder is
+    made (train.py resolves it again, for runs started without this callback)."""
+    if str(config.get("ckpt_path")) != LAST:
+        return
+    overrides = list(config.hydra.overrides.task) if "hydra" in config else []
+    find_last_checkpoint(Path(config.paths.log_dir) / config.task_name / "runs", overrides)
+
+
 class ValidateBeforeRun(Callback):
     """Runs the checks of a single run before Hydra writes its folder; a LabError ends the
     process there with the sentence and exit status 1.
@@ -67,6 +78,7 @@ class ValidateBeforeRun(Callback):
             return
         try:
             check_config(config)
+            _check_something_to_resume(config)
             build_data_and_model(config)
         except LabError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
 import torch
 from torch import nn
 
@@ -25,3 +30,48 @@ class NaNLossAfter(nn.CrossEntropyLoss):
             if self.calls > self.after_steps:
                 return loss * float("nan")
         return loss
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process at a known point of a fit, once: as a power cut would, with no
+    chance to save anything.
+
+    Exactly one of ``step`` (at the start of the training batch that would make global step
+    ``step + 1``), ``validation_epoch`` (at the start of that epoch's validation, not the sanity
+    check) or ``epoch_start`` (at the start of that training epoch, right after the previous
+    epoch's checkpoint). ``once`` is a file created just before the kill; while it exists the
+    callback does nothing, so the resumed run can keep the very same overrides. The loggers are
+    flushed first: the worst case, in which what was logged after the last checkpoint is on disk.
+    """
+
+    def __init__(
+        self,
+        once: str,
+        step: int | None = None,
+        validation_epoch: int | None = None,
+        epoch_start: int | None = None,
+    ):
+        self.once = Path(once)
+        self.step = step
+        self.validation_epoch = validation_epoch
+        self.epoch_start = epoch_start
+
+    def _kill(self, trainer: L.Trainer) -> None:
+        if self.once.exists():
+            return
+        for logger in trainer.loggers:
+            logger.save()
+        self.once.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.step is not None and trainer.global_step == self.step:
+            self._kill(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.validation_epoch:
+            self._kill(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch_start:
+            self._kill(trainer)

@@ -1,0 +1,222 @@
+"""Exact resume after a kill: RNG states in checkpoints, and which checkpoint ``ckpt_path=last``
+means.
+
+Lightning restores weights, optimizer, scheduler, loop counters and the train loader's position
+from a checkpoint, but not the random number generators: a resumed run would draw other dropout
+masks than the run it continues. :class:`RNGState` saves torch (CPU and CUDA), numpy and Python
+``random`` states in every checkpoint and puts them back when training starts again.
+
+``ckpt_path=last`` (:func:`find_last_checkpoint`) picks the newest run of this command, i.e. with
+the same overrides apart from ``ckpt_path``, that has a ``checkpoints/last.ckpt``.
+:func:`check_resumable` compares that checkpoint with the model about to be trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_models.errors import LabError
+
+log = logging.getLogger("resume")
+
+LAST = "last"  # the value of ckpt_path that means "the newest checkpoint of this command's run"
+LAST_FILE = "last.ckpt"  # written by conf/callbacks/last_checkpoint.yaml and step_checkpoint.yaml
+
+
+class RNGState(L.Callback):
+    """Saves the global RNG states in checkpoints and restores them when a resumed fit starts.
+
+    The states are taken when a checkpoint is written (``state_dict`` is asked then), so they are
+    those the uninterrupted run goes on with. They are applied in ``on_train_start``, after
+    Lightning has set up the loaders and run its sanity check (which isolates the RNG anyway), so
+    nothing drawn during setup can shift them.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state(),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        _set_numpy_state(state["numpy"])
+        random.setstate(state["python"])
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available():
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+            else:  # another machine: the CPU states still hold, the GPU draws cannot be the same
+                log.warning("The checkpoint's CUDA RNG states are for another GPU count: skipped.")
+
+
+def _numpy_state() -> dict[str, Any]:
+    """numpy's state as tensors and plain numbers: checkpoints must stay readable with
+    ``torch.load(weights_only=True)``, which refuses numpy arrays."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["gauss"]))
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint(every_n_train_steps=N)`` that skips the batches a validation follows
+    (the epoch's last, or every ``val_check_interval``).
+
+    Lightning resumes a checkpoint written on such a batch as if its validation and the end of
+    its epoch had happened: a run killed during that validation would lose the epoch's
+    ``val/*`` and its chance to become the best checkpoint. Skipped there, ``last.ckpt`` stays
+    the earlier one, and the resumed run repeats up to N-1 batches and the validation.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kw):
+        batch_idx = args[-1] if args else kw["batch_idx"]
+        if not _validation_follows(trainer, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, *args, **kw)
+
+
+def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:
+    done = batch_idx + 1
+    if done >= trainer.num_training_batches:
+        return True
+    every = trainer.val_check_batch
+    return isinstance(every, int) and every > 0 and done % every == 0
+
+
+# --- which checkpoint ------------------------------------------------------------------------
+
+
+def _without_ckpt_path(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "ckpt_path"]
+
+
+def _saved_overrides(run_dir: Path) -> list[str] | None:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return list(yaml.safe_load(path.read_text()) or [])
+
+
+def find_last_checkpoint(runs_dir: Path, overrides: Sequence[str]) -> Path:
+    """``<run>/checkpoints/last.ckpt`` of the newest run under ``runs_dir`` started with the same
+    ``overrides`` (``ckpt_path`` aside, so a resume of a resume finds the same run).
+
+    Newest means the most recently written ``last.ckpt``: run folders are named by start time,
+    but a resumed run keeps writing into its old folder.
+    """
+    wanted = _without_ckpt_path(overrides)
+    found = []
+    if runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            last = run / "checkpoints" / LAST_FILE
+            saved = _saved_overrides(run)
+            if last.is_file() and saved is not None and _without_ckpt_path(saved) == wanted:
+                found.append(last)
+    if not found:
+        shown = " ".join(wanted) or "no overrides"
+        raise LabError(
+            f"ckpt_path=last found nothing to resume: no run under {runs_dir} started with the "
+            f"same overrides ({shown}) has a checkpoints/{LAST_FILE}"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), or None when it
+    does not lie in one."""
+    run = ckpt.resolve().parent.parent
+    return run if (run / ".hydra").is_dir() else None
+
+
+# --- is the checkpoint this model's? ---------------------------------------------------------
+
+
+def load_checkpoint(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+def check_resumable(checkpoint: dict[str, Any], model: L.LightningModule, ckpt: Path) -> None:
+    """A LabError when the checkpoint's weights do not fit ``model`` (another architecture)."""
+    saved = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if saved == ours:
+        return
+    differences = [f"{k} missing in the checkpoint" for k in sorted(ours.keys() - saved.keys())]
+    differences += [f"{k} not in this model" for k in sorted(saved.keys() - ours.keys())]
+    differences += [
+        f"{k} is {list(saved[k])} in the checkpoint, {list(ours[k])} here"
+        for k in sorted(ours.keys() & saved.keys())
+        if saved[k] != ours[k]
+    ]
+    more = f" and {len(differences) - 3} more" if len(differences) > 3 else ""
+    ours_name = type(getattr(model, "net", model)).__name__
+    raise LabError(
+        f"ckpt_path={ckpt} was trained with model {_model_name_of(ckpt)}, which does not fit this "
+        f"run's {ours_name} ({'; '.join(differences[:3])}{more}); "
+        "resume with the overrides of the run that wrote it"
+    )
+
+
+def _model_name_of(ckpt: Path) -> str:
+    """The net's class in the config of the checkpoint's run, else 'another model'."""
+    run = run_dir_of(ckpt)
+    config = run / ".hydra" / "config.yaml" if run else None
+    if config is None or not config.is_file():
+        return "another model"
+    target = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("net", {})
+    return str(target.get("_target_", "another model")).rsplit(".", 1)[-1]
+
+
+def checkpoint_lr(checkpoint: dict[str, Any]) -> float | None:
+    """The learning rate the checkpoint's optimizer was created with (``initial_lr`` when a
+    scheduler has changed ``lr`` since)."""
+    states = checkpoint.get("optimizer_states") or []
+    if not states or not states[0].get("param_groups"):
+        return None
+    group = states[0]["param_groups"][0]
+    return group.get("initial_lr", group.get("lr"))
+
+
+def lr_note(checkpoint: dict[str, Any], configured: float | None) -> str | None:
+    """One line when ``optimizer.lr`` differs from the checkpoint's: the checkpoint's wins,
+    because Lightning restores the optimizer (and scheduler) state with it, and an exact resume
+    needs it; a new rate is a new run."""
+    saved = checkpoint_lr(checkpoint)
+    if saved is None or configured is None or np.isclose(saved, configured, rtol=1e-9, atol=0):
+        return None
+    return (
+        f"optimizer.lr={configured:g} differs from the checkpoint's {saved:g}: the checkpoint's "
+        f"{saved:g} is used (its optimizer state is restored); start a fresh run for {configured:g}"
+    )
