@@ -5,9 +5,6 @@ accuracy of an uninterrupted run with the same seed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_models.errors import LabError, build
 from lightning_models.resume import check_resumable, load_checkpoint, lr_note
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST
+from tests.test_cli import run_train
 
 # 3 epochs of 5 batches, last.ckpt every 2 steps as well as every epoch, a model with dropout
 # and mirrored images, a learning rate that changes within epochs (logged every step),
@@ -37,23 +35,6 @@ SETTINGS = [
 ]
 
 
-def launch(*args: str, data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "LAB_DATA_DIR": str(data_dir),
-        "LAB_LOG_DIR": str(log_dir),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def run_dirs_with_checkpoints(log_dir: Path) -> list[Path]:
     return [p for p in (log_dir / "train" / "runs").iterdir() if (p / "checkpoints").is_dir()]
 
@@ -69,7 +50,7 @@ def final_test_acc(run_dir: Path) -> float:
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory) -> Path:
     log_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = launch(*SETTINGS, data_dir=data_dir, log_dir=log_dir)
+    result = run_train(*SETTINGS, data_dir=data_dir, log_dir=log_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs_with_checkpoints(log_dir)
     return run
@@ -79,12 +60,12 @@ def kill_then_resume(kill: str, data_dir: Path, log_dir: Path, explicit: bool = 
     """Run with ``KillAt(<kill>)`` until it dies, resume with the same overrides and
     ``ckpt_path=last`` (or, ``explicit``, the path of the run's last.ckpt); the run dir."""
     fault = f"+callbacks.kill={{_target_:tests.faults.KillAt,once:{log_dir}/killed,{kill}}}"
-    killed = launch(*SETTINGS, fault, data_dir=data_dir, log_dir=log_dir)
+    killed = run_train(*SETTINGS, fault, data_dir=data_dir, log_dir=log_dir)
     assert killed.returncode == -9, killed.stderr[-3000:]
     (run,) = run_dirs_with_checkpoints(log_dir)
     assert not (run / "metrics.json").exists()
     ckpt = run / "checkpoints" / "last.ckpt" if explicit else "last"
-    resumed = launch(*SETTINGS, fault, f"ckpt_path={ckpt}", data_dir=data_dir, log_dir=log_dir)
+    resumed = run_train(*SETTINGS, fault, f"ckpt_path={ckpt}", data_dir=data_dir, log_dir=log_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run_dirs_with_checkpoints(log_dir) == [run], "the resumed run continues in its dir"
     return run
@@ -127,7 +108,7 @@ def scalar_steps(run_dir: Path) -> dict[str, list[int]]:
 
 
 def test_last_with_nothing_to_resume_is_one_sentence(data_dir, tmp_path):
-    result = launch(*SETTINGS, "ckpt_path=last", data_dir=data_dir, log_dir=tmp_path)
+    result = run_train(*SETTINGS, "ckpt_path=last", data_dir=data_dir, log_dir=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "ckpt_path=last found nothing to resume" in output and "Traceback" not in output
