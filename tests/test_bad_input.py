@@ -1,0 +1,54 @@
+"""Bad input, through the command line as a user types it: each case exits non-zero with a
+sentence saying what was wrong (no stack trace), before anything is written: no run folder, so no
+checkpoint and no event file either."""
+
+import pytest
+
+from tests.conftest import GENERATED
+from tests.test_cli import run_train
+
+SMALL_VAL = "data.val_size=100"  # the generated training sets hold 600 images
+
+# (command-line arguments, what the output must say, which data folder: generated or empty)
+CASES = [
+    (["model=nope"], "Could not find 'model/nope'", "generated"),
+    (["data=nope"], "Could not find 'data/nope'", "generated"),
+    (["optimizer.lrr=0.1"], "Could not override 'optimizer.lrr'", "generated"),
+    (["data.batch_size=0"], "data.batch_size=0 is not allowed", "generated"),
+    (["data.batch_size=abc"], "data.batch_size='abc' is not allowed", "generated"),
+    (["data.val_size=-5"], "data.val_size=-5 is not allowed", "generated"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 is not allowed", "generated"),
+    (["optimizer.lr=fast"], "optimizer.lr='fast' is not allowed", "generated"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed", "generated"),
+    (["data.val_size=1000000"], "data.val_size=1000000 is not smaller than the FashionMNIST "
+                                "training set (600 images)", "generated"),
+    (["model=cifar_cnn", SMALL_VAL], "model cifar_cnn takes only 3x32x32 input images, but the "
+                                     "data gives 1x28x28", "generated"),
+    (["loss=nll", SMALL_VAL], "loss NLLLoss expects log-probabilities, but LeNet5 returns raw "
+                              "logits", "generated"),
+    (["data=mnist", "data.download=false"], "MNIST files not found: searched", "empty"),
+    (["data.verify_checksums=true", SMALL_VAL], "is corrupt or incomplete (MD5 ", "generated"),
+    (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt is not a file", "generated"),
+    (["ckpt_path=last"], "ckpt_path=last found nothing to resume", "generated"),
+    (["data=imagefolder"], "data.root is not set", "generated"),
+    (["data=imagefolder", "data.root={empty}"], "has no class sub-folders", "generated"),
+]  # fmt: skip
+
+
+def test_at_least_fifteen_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize(("args", "sentence", "data"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_is_rejected_before_training(data_dir, tmp_path, args, sentence, data):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.format(empty=empty) for a in args]
+    if "data.verify_checksums=true" not in args and not any(a.startswith("data=") for a in args):
+        args.append(GENERATED)  # generated files are no original copy
+    logs = tmp_path / "logs"
+    result = run_train(*args, data_dir=data_dir if data == "generated" else empty, log_dir=logs)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert sentence in output and "Traceback" not in output
+    assert not logs.exists() or not list(logs.iterdir()), "bad input must leave nothing behind"
