@@ -310,3 +310,15 @@ def shift_and_mirror(size: int, max_shift: int, mirror: bool) -> list:
     if mirror:
         moves.append(transforms.RandomHorizontalFlip())
     return moves
+
+
+def try_download(dataset_cls: type, data_dir: str, splits: Sequence[bool] = (True,)) -> bool:
+    """Let torchvision download ``dataset_cls`` (``train=`` each of ``splits``); False when it
+    cannot. Offline that fails at once; torchvision prints each mirror it tried, and the caller's
+    error then says what to do."""
+    try:
+        for train in splits:
+            dataset_cls(str(data_dir), train=train, download=True)
+    except (RuntimeError, OSError):  # URLError is an OSError
+        return False
+    return True

@@ -20,7 +20,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets.vision import StandardTransform
 
-from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
+from datamodules.base import ImageDataModule, check_bool, shift_and_mirror, try_download
 from datamodules.checksums import verify_files
 from datamodules.in_memory import from_cifar
 from lightning_models.errors import LabError
@@ -170,14 +170,7 @@ class CIFAR10DataModule(ImageDataModule):
             raise LabError(self._not_found_message())
 
     def _try_download(self) -> bool:
-        if not self.download:
-            return False
-        try:
-            self.dataset_cls(str(self.data_dir), train=True, download=True)
-        except (RuntimeError, OSError):
-            # Offline this fails at once (URLError is an OSError); our error says what to do.
-            return False
-        return True
+        return self.download and try_download(self.dataset_cls, self.data_dir)
 
     def _not_found_message(self) -> str:
         hints = "point paths.data_dir (or the LAB_DATA_DIR environment variable) at a folder "

@@ -19,7 +19,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import extract_archive
 
-from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
+from datamodules.base import ImageDataModule, check_bool, shift_and_mirror, try_download
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
 from datamodules.in_memory import from_mnist
 from lightning_models.errors import LabError
@@ -128,15 +128,7 @@ class MNISTDataModule(ImageDataModule):
         return True
 
     def _try_download(self) -> bool:
-        if not self.download:
-            return False
-        try:
-            for train in (True, False):
-                self.dataset_cls(str(self.data_dir), train=train, download=True)
-        except (RuntimeError, OSError):
-            # torchvision has already printed each mirror it tried; our error says what to do.
-            return False
-        return True
+        return self.download and try_download(self.dataset_cls, self.data_dir, (True, False))
 
     def _not_found_message(self) -> str:
         where = f"{self.raw_folder}"
