@@ -54,15 +54,18 @@ def test_nll_loss_needs_a_log_softmax_head():
 def test_lenet5_modified_brings_its_recipe_and_overrides_still_win():
     cfg = compose_train(["model=lenet5_modified"])
     assert cfg.optimizer.lr == 0.01
-    assert cfg.scheduler.scheduler._target_.endswith("CosineAnnealingLR")
-    assert cfg.scheduler.scheduler.T_max == cfg.trainer.max_epochs
+    assert cfg.scheduler.scheduler._target_.endswith("OneCycleLR")
+    assert cfg.scheduler.scheduler.max_lr == cfg.optimizer.lr and cfg.scheduler.interval == "step"
+    assert cfg.loss.label_smoothing == 0.1
     assert cfg.data.augment and cfg.data.max_shift == 0
     cfg = compose_train(
-        ["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none", "data.augment=false"]
-    )
+        ["model=lenet5_modified", "optimizer.lr=1e-3", "scheduler=none", "loss=nll",
+         "data.augment=false"]
+    )  # fmt: skip
     assert cfg.optimizer.lr == 1e-3 and not cfg.scheduler and not cfg.data.augment
-    # the report's own recipe is the experiment
-    cfg = compose_train(["experiment=fashion_lenet5_modified"])
+    assert cfg.loss._target_ == "torch.nn.NLLLoss" and "label_smoothing" not in cfg.loss
+    # the report's own recipe is an experiment of its own
+    cfg = compose_train(["experiment=fashion_lenet5_modified_report_recipe"])
     assert cfg.scheduler.scheduler._target_.endswith("StepLR") and not cfg.data.augment
 
 

@@ -94,6 +94,7 @@ def test_same_seed_gives_identical_tensorboard_scalars(tmp_path, train_cfg, fast
         cfg = train_cfg(
             "seed=0", "trainer.deterministic=true", "model=lenet5_modified",
             "trainer.max_epochs=2", f"data.fast={str(fast).lower()}",
+            "trainer.log_every_n_steps=1",  # its one-cycle LR is logged per step
             f"paths.output_dir={tmp_path / name}",
         )  # fmt: skip
         train(cfg)
