@@ -37,6 +37,8 @@ class ImageClassifier(L.LightningModule):
         num_classes: number of classes, for the accuracy metrics.
         init: ``None`` (or an empty config) keeps the net's own initialisation; else a callable
             that re-initialises it, e.g. :func:`lightning_models.nets.init.initialize` as a partial.
+        defer_finite_check: check the training loss for NaN/inf every ``log_every_n_steps``
+            steps instead of every step (no host sync per step); ``None``: on accelerators only.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``
     and ``test/acc``, each once per epoch.
@@ -55,6 +57,7 @@ class ImageClassifier(L.LightningModule):
         loss: nn.Module | None = None,
         num_classes: int = 10,
         init: Callable[[nn.Module], Any] | None = None,
+        defer_finite_check: bool | None = None,
     ):
         super().__init__()
         # Only plain values go into the checkpoint's hparams: the network and loss live in the
@@ -76,11 +79,21 @@ class ImageClassifier(L.LightningModule):
 
         # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the suffixes.
         self.metrics = nn.ModuleDict()
+        # No per-step host sync from the metrics: labels come from the lab's own datamodules
+        # (no argument validation), and a non-finite training loss is caught by
+        # _stop_if_not_finite (no NaN filtering in the mean).
         for s in STAGES:
-            self.metrics[f"{s}_acc"] = MulticlassAccuracy(num_classes=num_classes, average="micro")
-            self.metrics[f"{s}_loss"] = MeanMetric()
+            self.metrics[f"{s}_acc"] = MulticlassAccuracy(
+                num_classes=num_classes, average="micro", validate_args=False
+            )
+            self.metrics[f"{s}_loss"] = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes, validate_args=False)
+        # On an accelerator: the first step whose loss was not finite, and that loss, kept on the
+        # device (-1: none yet) so that the check does not wait for the device every step.
+        self.defer_finite_check = defer_finite_check
+        self._bad_step: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
         # rows: true class, columns: predicted class; set at the end of `test`
         self.test_confusion_matrix: torch.Tensor | None = None
 
@@ -139,14 +152,46 @@ class ImageClassifier(L.LightningModule):
         return loss, out
 
     def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
-        """Stop before a NaN/inf loss reaches the weights (and so any checkpoint)."""
-        if not torch.isfinite(loss):
-            lrs = sorted({g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups})
-            raise DivergedError(
-                f"training diverged: the loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); the learning rate ({', '.join(map(str, lrs))}) "
-                "is the likely cause: lower optimizer.lr, or add a scheduler or warm-up"
-            )
+        """Stop before a NaN/inf loss reaches a checkpoint, naming the step where it appeared.
+
+        On the CPU the loss is already computed when this runs, so the check is free and the run
+        stops at that very step, before the update. On an accelerator, reading the loss would
+        stall the pipeline every step; there the first bad step is noted on the device and read
+        every ``log_every_n_steps`` steps, at the end of each epoch and before any checkpoint.
+        """
+        defer = self.defer_finite_check
+        if not (loss.device.type != "cpu" if defer is None else defer):
+            if not torch.isfinite(loss):
+                self._raise_diverged(float(loss.detach()), self.global_step)
+            return
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        first = (self._bad_step < 0) & ~torch.isfinite(loss.detach())
+        self._bad_step = torch.where(first, self.global_step, self._bad_step)
+        self._bad_loss = torch.where(first, loss.detach(), self._bad_loss)
+        if (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
+            self._raise_if_diverged()
+
+    def _raise_if_diverged(self) -> None:
+        """The deferred check of an accelerator run (one host sync)."""
+        if self._bad_step is not None and int(self._bad_step) >= 0:
+            self._raise_diverged(float(self._bad_loss), int(self._bad_step))
+
+    def _raise_diverged(self, loss: float, step: int) -> None:
+        lrs = sorted({g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups})
+        raise DivergedError(
+            f"training diverged: the loss became {loss} at step {step} "
+            f"(epoch {self.current_epoch}); the learning rate ({', '.join(map(str, lrs))}) "
+            "is the likely cause: lower optimizer.lr, or add a scheduler or warm-up"
+        )
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_diverged()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Raised before the file is written: no checkpoint ever holds diverged weights.
+        self._raise_if_diverged()
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()

@@ -76,3 +76,19 @@ def test_a_healthy_run_has_status_ok(train_cfg, tmp_path):
     metrics = train(train_cfg())
     assert metrics["status"] == "ok"
     assert json.loads(Path(tmp_path / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_deferred_check_names_the_first_bad_step_and_saves_no_bad_checkpoint(train_cfg, tmp_path):
+    # The accelerator way (no host sync per step), forced on the CPU: the NaN of step 4 is read
+    # at step 5 (every 2 steps), and the message still names step 4.
+    cfg = train_cfg(
+        *NAN_AT, "+loss.after_steps=4", "trainer.max_epochs=3", "trainer.log_every_n_steps=2",
+        "+model.defer_finite_check=true",
+    )  # fmt: skip
+    with pytest.raises(DivergedError, match=r"the loss became nan at step 4 \(epoch 1\)"):
+        train(cfg)
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):
+        state = torch.load(path, weights_only=True)
+        assert all(
+            torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point()
+        )
