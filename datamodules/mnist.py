@@ -13,11 +13,12 @@ batches come from the images held as one uint8 tensor on the training device
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from pathlib import Path
 
 from torchvision import datasets, transforms
-from torchvision.datasets.utils import extract_archive
 
 from datamodules.base import ImageDataModule, check_bool, shift_and_mirror, try_download
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
@@ -124,7 +125,13 @@ class MNISTDataModule(ImageDataModule):
             return False
         self.raw_folder.mkdir(parents=True, exist_ok=True)
         for archive in archives:
-            extract_archive(str(archive), str(self.raw_folder))
+            # Unpacked under a name of this process's own, then renamed: jobs of a parallel sweep
+            # unpacking at once never read half a file.
+            target = self.raw_folder / archive.stem
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+            with gzip.open(archive, "rb") as packed, open(partial, "wb") as unpacked:
+                shutil.copyfileobj(packed, unpacked)
+            os.replace(partial, target)
         return True
 
     def _try_download(self) -> bool:

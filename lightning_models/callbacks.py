@@ -23,10 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
-from torchmetrics.functional.classification import (
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-)
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from lightning_models import figures
 from lightning_models.errors import LabError
@@ -95,7 +92,10 @@ class EpochTimer(Callback):
         epoch_s = time.perf_counter() - self._started
         train_s = max(epoch_s - self._val_s, 1e-9)
         pl_module.log("time/epoch_s", epoch_s, on_step=False, on_epoch=True)
-        pl_module.log("time/img_per_s", self._images / train_s, on_step=False, on_epoch=True)
+        # Under DDP each process counts its own share: the sum is the run's throughput.
+        pl_module.log(
+            "time/img_per_s", self._images / train_s, on_epoch=True, sync_dist=True, reduce_fx="sum"
+        )
         self._started = None
 
 
@@ -279,9 +279,12 @@ class TestFigures(Callback):
             return
         preds, targets = torch.cat(self._preds), torch.cat(self._targets)
         names = class_names(trainer, pl_module, preds, targets)
-        n = len(names)
-        matrix = multiclass_confusion_matrix(preds, targets, num_classes=n).numpy()
-        f1 = float(multiclass_f1_score(preds, targets, num_classes=n, average="macro"))
+        # The module's matrix covers every DDP process; the images kept here are this one's.
+        matrix = getattr(pl_module, "test_confusion_matrix", None)
+        if matrix is None or matrix.shape[0] != len(names):
+            matrix = multiclass_confusion_matrix(preds, targets, num_classes=len(names))
+        matrix = matrix.numpy()
+        f1 = macro_f1(matrix)
         pictures = {
             "test/confusion_matrix": figures.confusion_matrix_image(matrix, names),
             "test/correct": self._correct_grid(names),
@@ -337,6 +340,15 @@ def displayable(images: torch.Tensor, normalize: Any = None) -> torch.Tensor:
         std = torch.as_tensor(normalize.std, dtype=images.dtype, device=images.device)
         images = images * std.view(shape) + mean.view(shape)
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def macro_f1(matrix: np.ndarray) -> float:
+    """Macro F1 of a confusion matrix (rows: true class), over the classes that occur in it as
+    truth or prediction (torchmetrics' convention)."""
+    tp = np.diag(matrix).astype(float)
+    errors = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * tp  # false positives + negatives
+    seen = (tp + errors) > 0
+    return float((2 * tp[seen] / (2 * tp[seen] + errors[seen])).mean()) if seen.any() else 0.0
 
 
 def class_names(

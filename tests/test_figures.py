@@ -305,3 +305,19 @@ def test_run_writes_the_custom_scalars_layout(run_events):
     assert charts["loss"] == ["^train/loss$", "^val/loss$"]
     assert charts["accuracy"] == ["^train/acc$", "^val/acc$"]
     assert charts["learning rate"] == ["^lr-.*"]
+
+
+def test_macro_f1_of_the_matrix_equals_torchmetrics():
+    from torchmetrics.functional.classification import (
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
+
+    from lightning_models.callbacks import macro_f1
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 5, (200,), generator=generator)
+    preds = torch.randint(0, 4, (200,), generator=generator)  # class 4 is never predicted
+    matrix = multiclass_confusion_matrix(preds, targets, num_classes=5).numpy()
+    expected = float(multiclass_f1_score(preds, targets, num_classes=5, average="macro"))
+    assert macro_f1(matrix) == pytest.approx(expected, abs=1e-6)
