@@ -2,32 +2,46 @@
 
     python train.py model=lenet5_modified data=fashion trainer.max_epochs=20
     python train.py -m optimizer.lr=1e-1,1e-2,1e-3
+    python train.py trainer=ddp_cpu                      # one run on 2 processes (DDP)
 
 Everything the run needs (datamodule, LightningModule, callbacks, loggers, Trainer) is built from
 the config here and nowhere else; the returned value is the ``optimized_metric`` for sweepers.
+A DDP run on one machine is started here as one process per device (:func:`start_ddp_processes`
+says why not by Lightning); a job that submitit requeued resumes from its own last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
+import math
+import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log, setup_globals
 from hydra.types import RunMode
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import DivergedError, LabError, build
 from lightning_models.resume import (
     LAST,
+    LAST_FILE,
     check_resumable,
     find_last_checkpoint,
     load_checkpoint,
@@ -35,13 +49,15 @@ from lightning_models.resume import (
     run_dir_of,
 )
 from lightning_models.run_config import config_of_checkpoint
-from lightning_models.validation import build_data_and_model, check_config
+from lightning_models.validation import build_data_and_model, check_config, check_devices
 
 log = logging.getLogger("train")
 
 # Run and sweep folders are named by start time (to the microsecond) and process id
-# (conf/hydra/default.yaml), so runs started at the same moment never share a folder.
-OmegaConf.register_new_resolver("lab.pid", os.getpid, replace=True)
+# (conf/hydra/default.yaml), so runs started at the same moment never share a folder. Cached, as
+# Hydra caches `now`: a job that a joblib or submitit worker runs (another process) resolves the
+# sweep folder from the launching process's cache, so all jobs of a sweep land in one folder.
+OmegaConf.register_new_resolver("lab.pid", os.getpid, replace=True, use_cache=True)
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -77,7 +93,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     if not cfg.get("train") and cfg.get("ckpt_path"):
         cfg = config_of_checkpoint(cfg)
+    resume_if_requeued(cfg)
     check_config(cfg)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
+    log.info("torch threads: %d", torch.get_num_threads())
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)
@@ -209,6 +229,7 @@ def _write_metrics(metrics: dict[str, Any], cfg: DictConfig) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+@rank_zero_only
 def _print_summary(trainer: L.Trainer, metrics: dict[str, Any], cfg: DictConfig) -> None:
     ckpt = trainer.checkpoint_callback
     lines = ["", "== summary =="]
@@ -225,9 +246,196 @@ def _print_summary(trainer: L.Trainer, metrics: dict[str, Any], cfg: DictConfig)
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def objective(metrics: dict[str, Any], cfg: DictConfig) -> float | None:
+    """``optimized_metric`` for sweepers, or None when the run has no finite value of it.
+
+    hydra-optuna-sweeper records None as a failed trial and goes on, whereas a NaN stops the
+    whole study (optuna 2 refuses it, and the sweeper then fails to mark the trial failed).
+    """
+    value = metrics.get(cfg.get("optimized_metric"))
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+# --- scaling out: DDP processes, requeued jobs ------------------------------------------------
+
+
+def resume_if_requeued(cfg: DictConfig) -> None:
+    """Point ``ckpt_path`` at this job's own ``checkpoints/last.ckpt`` when submitit runs the job
+    again after a preemption or a timeout (``hydra/launcher=slurm``).
+
+    submitit then calls the launcher's ``checkpoint()``, which resubmits the job with the same
+    overrides and number, so it runs again in the same folder; a last.ckpt found there is its
+    own, written before it was stopped. A fresh job's folder never holds one.
+    """
+    if not cfg.get("train") or cfg.get("ckpt_path") or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    last = Path(cfg.paths.output_dir) / "checkpoints" / LAST_FILE
+    if last.is_file():
+        log.warning("Requeued job: resuming from its own %s", last)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+
+
+@contextlib.contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Lightning's info lines (devices found, tips) once per run, from the run's own Trainer."""
+    logger = logging.getLogger("lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def ddp_processes_to_start(cfg: DictConfig) -> int:
+    """How many DDP processes this job starts itself: 0 when Lightning needs none started (one
+    device, or processes already started by SLURM or torchrun)."""
+    with _lightning_quiet():
+        trainer = build(
+            cfg.trainer,
+            logger=False,
+            callbacks=[],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    if not isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        return 0
+    if trainer.num_nodes > 1:
+        raise LabError(
+            f"trainer.num_nodes={trainer.num_nodes} needs one process per device started on "
+            "every node: run the sweep with hydra/launcher=slurm (one task per device), or "
+            "trainer.num_nodes=1"
+        )
+    return trainer.num_devices if trainer.num_devices > 1 else 0
+
+
+def start_ddp_processes(cfg: DictConfig, processes: int) -> float | None:
+    """Run this job as ``processes`` DDP processes; return rank 0's objective.
+
+    Lightning's ``ddp`` strategy would start ranks 1.. by running this command line again
+    (lightning/fabric/strategies/launchers/subprocess_script.py, ``_hydra_subprocess_cmd``: the
+    same arguments plus ``hydra.run.dir=<rank 0's run dir>``). That reproduces a single run, but
+    not a sweep job: with ``-m`` each copy runs the whole sweep again into new folders, and in a
+    joblib or submitit worker the command line is the worker's. ``ddp_spawn`` avoids that but
+    trains in processes whose results Lightning only partly hands back (no epoch count, no test
+    confusion matrix, no exception type).
+
+    So every DDP run on one machine, single or in a sweep, is started here by torch's elastic
+    launcher (the engine of ``torchrun``): each process runs :func:`run` on this job's config in
+    this job's Hydra context, and Lightning finds the processes started (its TorchElastic
+    environment) and starts none. Rank 0 writes the run folder (checkpoints, TensorBoard,
+    metrics.json), exactly as a single process would; the others write nothing.
+    """
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=f"lab-{os.getpid()}-{time.time_ns()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="forkserver",  # forked from a fresh server: no CUDA or OpenMP state
+    )
+    # What the processes need of Hydra's config, as plain values: its structured classes may not
+    # pickle by reference in a launcher's worker (joblib unpickles the plugins' configs by value).
+    hydra_config = None
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        hydra_config = {
+            key: OmegaConf.to_container(hydra[key], resolve=True)
+            if OmegaConf.is_config(hydra[key])
+            else hydra[key]
+            for key in ("mode", "verbose", "runtime", "overrides", "job", "job_logging")
+        }
+    threads = None
+    if not cfg.get("torch_threads") and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, _cores() // processes)  # the cores shared out, as torchrun does
+    log.info("DDP: starting %d processes (torch.distributed elastic launcher)", processes)
+    # The entry point by its module name, which spawned processes can import wherever this job
+    # runs (in a joblib or submitit worker, __main__ is not this file).
+    entry = importlib.import_module("train")._ddp_process
+    try:
+        with _standard_start_method():
+            results = elastic_launch(launch, entry)(cfg, hydra_config, threads)
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        message = f"DDP process {rank} failed (exit code {failure.exitcode})"
+        if isinstance(failure.message, str) and failure.error_file_data:
+            message += f": {failure.message}"
+        if not (Path(cfg.paths.output_dir) / "metrics.json").is_file():
+            _write_metrics({"status": "failed", "error": message}, cfg)  # rank 0 could not
+        log.error("%s", message)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(1)
+        return None
+    return results[0]
+
+
+@record  # a process's exception reaches the parent's error with its traceback
+def _ddp_process(cfg: DictConfig, hydra_config: dict[str, Any] | None, threads: int | None):
+    """One process of :func:`start_ddp_processes`: this job's Hydra context, then :func:`run`."""
+    # The launcher sets RANK only now, after Lightning read the environment on import; Lightning
+    # sets the same value once its strategy is set up, which is too late for the lines below.
+    rank_zero_only.rank = int(os.environ["RANK"])
+    if hydra_config is not None:
+        setup_globals()  # Hydra's resolvers (hydra:, now:) in this fresh interpreter
+        hydra_node = OmegaConf.structured(HydraConf)
+        with open_dict(hydra_node):  # keys a plugin adds (e.g. hydra.env) too
+            hydra_node.merge_with(hydra_config)
+        HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra_node}))
+        if rank_zero_only.rank == 0:  # rank 0 logs to the console and the run's log file
+            configure_log(HydraConfig.get().job_logging, HydraConfig.get().verbose)
+    if threads:
+        torch.set_num_threads(threads)
+    return run(cfg)
+
+
+@contextlib.contextmanager
+def _standard_start_method() -> Iterator[None]:
+    """A joblib worker's multiprocessing start method is loky's, which the processes it starts
+    look up and cannot find: the platform's default meanwhile."""
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current is None or current in multiprocessing.get_all_start_methods():
+        yield
+        return
+    multiprocessing.set_start_method(None, force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(current, force=True)
+
+
+def _cores() -> int:
+    """CPU cores this process may use (a SLURM or taskset allocation, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def run(cfg: DictConfig, launch: bool = False) -> float | None:
+    """Train as ``cfg`` says and return :func:`objective`; with ``launch``, on the DDP processes
+    the run needs (:func:`ddp_processes_to_start`).
+
+    Whatever happens, the job leaves its status in metrics.json for the sweep table. A process
+    of rank > 0 (DDP) logs warnings only; rank 0 writes the run folder.
+    """
+    if rank_zero_only.rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        if launch:
+            check_devices(cfg.trainer)  # before Lightning is asked how to start the processes
+            processes = ddp_processes_to_start(cfg)
+            if processes:
+                return start_ddp_processes(cfg, processes)
         metrics = train(cfg)
     except Exception as err:
         # Every job leaves its status for the sweep table: diverged (non-finite loss) or failed.
@@ -243,8 +451,13 @@ def main(cfg: DictConfig) -> float | None:
         else:
             log.exception("Job failed")
         # In a multirun the other jobs go on; the table shows this one's status.
-        return float("nan")
-    return metrics.get(cfg.get("optimized_metric"))
+        return None
+    return objective(metrics, cfg)
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg, launch=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
-from datamodules.in_memory import BatchMaker, InMemoryImages, OrderedBatches, ShuffledBatches
+from datamodules.in_memory import (
+    BatchMaker,
+    InMemoryImages,
+    OrderedBatches,
+    ShuffledBatches,
+    process_share,
+    shared_seed,
+)
 from datamodules.in_memory import check_fast as _check_fast
 from lightning_models.errors import LabError
 
@@ -168,16 +175,8 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def _fast_ready(self) -> bool:
-        if not self.use_fast or self._memory is None:
-            return False
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            reason = f"training on {trainer.world_size} processes needs a DistributedSampler"
-            if self.fast is True:
-                raise LabError(f"data.fast=true cannot be used: {reason}; use data.fast=auto")
-            log.info("data.fast=auto: %s; using torchvision's DataLoader", reason)
-            return False
-        return True
+        # Under DDP too: each process batches its own share (datamodules/in_memory.py).
+        return self.use_fast and self._memory is not None
 
     def _device(self) -> torch.device:
         trainer = self.trainer
@@ -220,10 +219,11 @@ class ImageDataModule(L.LightningDataModule):
             self.batch_size,
             self._batch_maker(train=True),
             # the run's seed after seed_everything(seed), read without drawing from the RNG
-            seed=torch.initial_seed(),
+            seed=shared_seed(trainer),
             rows=self.train_rows,
             epoch_source=epoch_source,
             position_source=position_source,
+            **process_share(trainer),
         )
 
     def split(self, train_view: Dataset, eval_view: Dataset | None = None) -> None:
@@ -275,13 +275,21 @@ class ImageDataModule(L.LightningDataModule):
             return []
         if self._fast_ready():
             train, _ = self._memory_on_device()
-            return OrderedBatches(train, self.batch_size, self._batch_maker(False), self.val_rows)
+            return OrderedBatches(
+                train,
+                self.batch_size,
+                self._batch_maker(False),
+                self.val_rows,
+                **process_share(self.trainer),
+            )
         return self._loader(self.data_val, shuffle=False)
 
     def test_dataloader(self) -> DataLoader | OrderedBatches:
         if self._fast_ready():
             _, test = self._memory_on_device()
-            return OrderedBatches(test, self.batch_size, self._batch_maker(train=False))
+            return OrderedBatches(
+                test, self.batch_size, self._batch_maker(train=False), **process_share(self.trainer)
+            )
         return self._loader(self.data_test, shuffle=False)
 
 

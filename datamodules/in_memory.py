@@ -32,6 +32,16 @@ creates its iterator, which then continues with the very next batch of the same 
 Lightning 2.6 fetches a batch ahead only from loaders without a length (``_PrefetchDataFetcher``),
 so batches made = batches consumed here; the position is still capped by the trainer's count of
 batches taken (``batch_progress.current.ready``), so a batch fetched ahead is never counted.
+
+Under DDP (``trainer=ddp``, ``ddp_cpu``) each process gets its share (:func:`process_share`): in
+training, process ``r`` of ``W`` takes every ``W``-th row of the epoch's permutation starting at
+``r`` (``DistributedSampler``'s interleaving, the same permutation on every process), after
+dropping the last ``N mod W`` rows so that the shares are disjoint and every process runs the same
+number of batches (a process with one batch more would wait for the others' gradients forever).
+Global batch ``k`` (batch ``k`` of every process, ``W x batch_size`` images) is then exactly batch
+``k`` of a single process with ``W x batch_size``: the same images per optimizer step.
+Validation and test rows are interleaved the same way, none dropped (no gradients to wait for);
+torchmetrics adds the processes' counts up, so their metrics cover every image once.
 """
 
 from __future__ import annotations
@@ -196,7 +206,8 @@ def shift_and_flip(
 
 class OrderedBatches:
     """Validation and test batches: ``rows`` of the data (all when None) in order, no
-    augmentation, the last batch possibly smaller (as ``DataLoader(shuffle=False)``)."""
+    augmentation, the last batch possibly smaller (as ``DataLoader(shuffle=False)``); under DDP
+    process ``rank`` of ``world_size`` takes every ``world_size``-th of them, none dropped."""
 
     def __init__(
         self,
@@ -204,15 +215,16 @@ class OrderedBatches:
         batch_size: int,
         make: BatchMaker,
         rows: torch.Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        _check_share(rank, world_size)
         self.data = data
         self.batch_size = batch_size
         self.make = make
-        self.rows = (
-            rows.to(data.images.device)
-            if rows is not None
-            else torch.arange(len(data), device=data.images.device)
-        )
+        if rows is None:
+            rows = torch.arange(len(data))
+        self.rows = rows[rank::world_size].to(data.images.device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
@@ -250,7 +262,10 @@ class ShuffledBatches:
             for x, y in loader: ...
 
     Args:
-        seed: the run's seed; epoch ``e`` uses :func:`epoch_seed` ``(seed, e)``.
+        seed: the run's seed; epoch ``e`` uses :func:`epoch_seed` ``(seed, e)``. Under DDP every
+            process must pass the same seed (:func:`process_share` explains the shares).
+        rank, world_size: this process's index and the number of processes (DDP); each process
+            draws the same permutation and takes its disjoint, equally long share of it.
         epoch_source: returns the current epoch (``lambda: trainer.current_epoch``), read when
             an epoch's first batch is made; without it, :meth:`set_epoch` or the count of passes
             that reached their end.
@@ -268,12 +283,17 @@ class ShuffledBatches:
         rows: torch.Tensor | None = None,
         epoch_source: Callable[[], int] | None = None,
         position_source: Callable[[], int | None] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        _check_share(rank, world_size)
         self.data = data
         self.batch_size = batch_size
         self.make = make
         self.seed = int(seed)
         self.rows = rows.cpu() if rows is not None else torch.arange(len(data))
+        self.rank = rank
+        self.world_size = world_size
         self.epoch_source = epoch_source
         self.position_source = position_source
         self._epoch = 0  # for use without epoch_source
@@ -283,10 +303,16 @@ class ShuffledBatches:
 
     @property
     def num_samples(self) -> int:
+        """Training rows of all processes together."""
         return len(self.rows)
 
+    @property
+    def samples_per_process(self) -> int:
+        """This process's share of an epoch (``num_samples`` on one process)."""
+        return self.num_samples // self.world_size
+
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        return math.ceil(self.samples_per_process / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next pass draws (without ``epoch_source``)."""
@@ -306,6 +332,12 @@ class ShuffledBatches:
             shifts = torch.randint(0, 2 * self.make.max_shift + 1, (n, 2), generator=generator)
         if self.make.mirror:
             flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        if self.world_size > 1:
+            # Drawn for all rows as on one process, then this process's share of them.
+            share = slice(self.rank, self.samples_per_process * self.world_size, self.world_size)
+            order = order[share]
+            shifts = None if shifts is None else shifts[share]
+            flips = None if flips is None else flips[share]
         device = self.data.images.device
         return _EpochPlan(
             epoch,
@@ -350,21 +382,25 @@ class ShuffledBatches:
         return done
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is: ``epoch``, ``batches_done`` (of that epoch, by training steps),
-        ``seed``, and ``num_samples`` and ``batch_size`` to check a resumed run against."""
+        """Where training is: ``epoch``, ``batches_done`` (of that epoch, by training steps,
+        the same on every DDP process), ``seed``, and ``num_samples``, ``batch_size`` and, under
+        DDP, ``world_size`` to check a resumed run against."""
         if self._resume is not None:  # loaded and not started yet: still the same place
             return dict(self._resume)
         if self._plan is None:
             epoch, done = self.current_epoch(), 0
         else:
             epoch, done = self._plan.epoch, self.batches_done()
-        return {
+        state = {
             "epoch": epoch,
             "batches_done": done,
             "seed": self.seed,
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
         }
+        if self.world_size > 1:
+            state["world_size"] = self.world_size
+        return state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state`` (see :meth:`state_dict`): the next pass over the saved epoch
@@ -376,11 +412,43 @@ class ShuffledBatches:
                 f"{saved[1]}, this run has {self.num_samples} in batches of {self.batch_size}; "
                 "resume with the same data.val_size and data.batch_size"
             )
+        saved_processes = int(state.get("world_size", 1))
+        if saved_processes != self.world_size:
+            # Another process count shares the permutation out differently: the saved position
+            # would skip or repeat images of the epoch.
+            raise LabError(
+                f"the checkpoint was saved training on {saved_processes} process(es), this run "
+                f"has {self.world_size}; resume with the same trainer.devices and "
+                "trainer.num_nodes"
+            )
         self.seed = int(state["seed"])
         self._plan = None
         self._resume = {k: int(v) for k, v in state.items()}
         if self.epoch_source is None:
             self._epoch = self._resume["epoch"]
+
+
+def process_share(trainer: Any) -> dict[str, int]:
+    """``rank`` and ``world_size`` of this process in ``trainer``'s run, as the loaders take
+    them (``{}`` without a trainer: the whole data set)."""
+    if trainer is None or trainer.world_size == 1:
+        return {}
+    return {"rank": trainer.global_rank, "world_size": trainer.world_size}
+
+
+def shared_seed(trainer: Any) -> int:
+    """The run's seed (``torch.initial_seed()``, read without drawing from the RNG), the same on
+    every DDP process: rank 0's, so that an unseeded run (``seed=null``) still shares out one
+    permutation. A collective call: every process must make it."""
+    seed = torch.initial_seed()
+    if trainer is None or trainer.world_size == 1:
+        return seed
+    return int(trainer.strategy.broadcast(seed, src=0))
+
+
+def _check_share(rank: int, world_size: int) -> None:
+    if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+        raise ValueError(f"rank {rank} of {world_size} processes is not a process of the run")
 
 
 def check_fast(value: Any) -> None:

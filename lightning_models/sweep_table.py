@@ -384,7 +384,10 @@ class SweepSummary(Callback):
 
     The refresh matters for sweeps that stop early (Ctrl-C, a killed process, or Hydra's basic
     sweeper raising for a job that raised, before ``on_multirun_end``): their table still lists
-    the jobs that finished.
+    the jobs that finished. With the joblib or submitit launchers ``on_job_end`` runs in the
+    worker that ran the job, ``on_multirun_end`` in the launching process: the files are
+    replaced atomically, so jobs ending together never leave half a table. A DDP job's processes
+    of rank > 0 that run Hydra themselves (SLURM tasks) leave the table to rank 0.
     Never raises: a problem is one warning, and the sweep's own result stands.
     """
 
@@ -400,8 +403,8 @@ class SweepSummary(Callback):
             mode = OmegaConf.select(config, "hydra.mode")  # a RunMode in Hydra's own config
         except Exception:  # noqa: BLE001 (a callback must not break the job it follows)
             mode = None
-        if getattr(mode, "name", mode) == RunMode.MULTIRUN.name:  # a single run has no table
-            self._write(config)
+        if getattr(mode, "name", mode) == RunMode.MULTIRUN.name and _rank() == 0:
+            self._write(config)  # a single run has no table
 
     @staticmethod
     def _write(config: DictConfig) -> tuple[Path, Path, str] | None:
@@ -413,6 +416,14 @@ class SweepSummary(Callback):
         except Exception as err:  # noqa: BLE001 (see the class docstring)
             log.warning("Sweep table not written: %s: %s", type(err).__name__, err)
             return None
+
+
+def _rank() -> int:
+    """This process's DDP rank as the environment gives it (0 outside DDP), as Lightning reads it;
+    imported here, so that the table's command line does not load Lightning."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank
 
 
 # ---------------------------------------------------------------- command line

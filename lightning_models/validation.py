@@ -4,18 +4,22 @@
 splits it and builds the model, so a missing or damaged file, an impossible split or a model that
 cannot take the data's shape stops the run before a checkpoint or an event file exists.
 ``ValidateBeforeRun`` (a Hydra callback, registered in ``conf/hydra/default.yaml``) runs both before
-Hydra creates the run's folder, so a single run with bad input leaves nothing behind.
+Hydra creates the run's folder, so a single run with bad input leaves nothing behind; before a
+sweep's first job it runs ``check_sweep`` (what the launcher or the Optuna search needs).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_models.errors import LabError, build
 from lightning_models.resume import LAST, find_last_checkpoint
@@ -41,6 +45,40 @@ def check_config(cfg: DictConfig) -> None:
             f"trainer.max_epochs={epochs!r} is not allowed; use a whole number of at least 1 "
             "(or -1 for no limit)"
         )
+    threads = cfg.get("torch_threads")
+    if threads is not None and not (_is_whole(threads) and threads >= 1):
+        raise LabError(
+            f"torch_threads={threads!r} is not allowed; use a whole number of at least 1, or null "
+            "for torch's default"
+        )
+    check_devices(cfg.trainer)
+
+
+def check_devices(trainer: DictConfig) -> None:
+    """A GPU run on a machine without (enough) GPUs stops with a sentence naming what to use
+    instead, before Lightning's own error deep in the Trainer."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    devices = trainer.get("devices", "auto")
+    wanted = len(devices) if OmegaConf.is_list(devices) else devices
+    wanted = wanted if _is_whole(wanted) and wanted >= 1 else 1  # auto, -1: every GPU there is
+    found = torch.cuda.device_count()  # NVML: does not initialise CUDA
+    if found >= wanted:
+        return
+    if "ddp" in str(trainer.get("strategy", "")):
+        instead = "trainer=ddp_cpu (DDP on 2 CPU processes, the same code path)"
+    else:
+        instead = "trainer=cpu, or trainer=default (Lightning picks what there is)"
+    need = f"{wanted} CUDA GPUs" if wanted > 1 else "a CUDA GPU"
+    raise LabError(
+        f"trainer.accelerator={accelerator} with trainer.devices={devices} needs {need}, but "
+        f"this machine has {found or 'none'}; use {instead}"
+    )
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -64,22 +102,56 @@ def _check_something_to_resume(config: DictConfig) -> None:
     find_last_checkpoint(Path(config.paths.log_dir) / config.task_name / "runs", overrides)
 
 
-class ValidateBeforeRun(Callback):
-    """Runs the checks of a single run before Hydra writes its folder; a LabError ends the
-    process there with the sentence and exit status 1.
+def check_sweep(config: DictConfig) -> None:
+    """What a whole sweep needs, checked before its first job: a SLURM launcher needs a number
+    of devices to ask for, and an Optuna search a metric that every trial reports."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    if launcher.endswith("SlurmLauncher"):
+        for key in ("devices", "num_nodes"):
+            value = config.trainer.get(key, 1)
+            if not (_is_whole(value) and value >= 1):
+                raise LabError(
+                    f"hydra/launcher=slurm asks SLURM for trainer.{key} (GPUs and tasks per "
+                    f"node, nodes), which is {value!r}; give a number, e.g. trainer=ddp "
+                    "trainer.devices=4"
+                )
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    metric = str(config.get("optimized_metric"))
+    if "optuna" in sweeper.lower() and metric.startswith("val/") and not config.data.val_size:
+        raise LabError(
+            f"the search optimises optimized_metric={metric}, but data.val_size=0 leaves no "
+            "validation set; give data.val_size a count or a fraction (the test set must not "
+            "choose the hyperparameters)"
+        )
 
-    Only for ``python train.py ...`` without ``-m``: a sweep's jobs differ, so each job checks
-    its own config and records a failure in its folder while the others go on. Evaluating a
-    checkpoint (``train=false``) rebuilds another config and is checked by the job itself.
+
+def _exit_on_lab_error(check: Callable[[DictConfig], None], config: DictConfig) -> None:
+    try:
+        check(config)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _single_run_checks(config: DictConfig) -> None:
+    check_config(config)
+    _check_something_to_resume(config)
+    build_data_and_model(config)
+
+
+class ValidateBeforeRun(Callback):
+    """Runs the checks of a single run before Hydra writes its folder, and a sweep's own checks
+    before its first job; a LabError ends the process there with the sentence and exit status 1.
+
+    A sweep's jobs differ, so each job checks its own config and records a failure in its folder
+    while the others go on. Evaluating a checkpoint (``train=false``) rebuilds another config and
+    is checked by the job itself. Under DDP only rank 0 checks (processes started by SLURM or
+    torchrun each run Hydra; the lab's own DDP processes do not).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not config.get("train", True):
-            return
-        try:
-            check_config(config)
-            _check_something_to_resume(config)
-            build_data_and_model(config)
-        except LabError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
+        if config.get("train", True) and rank_zero_only.rank == 0:
+            _exit_on_lab_error(_single_run_checks, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_on_lab_error(check_sweep, config)

@@ -1,0 +1,351 @@
+"""Scaling out on existing engines: DDP on 2 CPU processes (one run, and a job of a sweep), the
+joblib and submitit launchers (a preempted job requeued and resumed), an Optuna search; and the
+pieces under them: each process's share of the in-memory data, requeue detection, early errors.
+
+Real ``python train.py`` processes on the generated data sets; the DDP runs on the CPU use the
+code path of ``trainer=ddp`` on GPUs (only the accelerator and the process group backend differ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from datamodules.in_memory import BatchMaker, InMemoryImages, OrderedBatches, ShuffledBatches
+from lightning_models.errors import LabError
+from lightning_models.validation import check_config, check_sweep
+from tests.conftest import FAST, ROOT, compose_train
+from tests.test_cli import run_train
+from train import resume_if_requeued, train
+
+# FAST without its one-CPU-device trainer, so that trainer=ddp_cpu keeps its 2 processes.
+SMALL = [o for o in FAST if not o.startswith(("trainer.accelerator", "trainer.devices"))]
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted(
+        (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+
+
+def the_sweep(log_dir: Path) -> Path:
+    """The one sweep folder under ``log_dir``; no single-run folder beside it."""
+    assert not (log_dir / "train" / "runs").exists()
+    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
+    return sweep
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def table_rows(sweep: Path) -> list[list[str]]:
+    """The per-job table of summary.md as rows of cells, header first."""
+    lines = (sweep / "summary.md").read_text().split("## mean")[0].splitlines()
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")
+    ]
+    return [rows[0], *rows[2:]]  # the rule line dropped
+
+
+def log_times(run_dir: Path) -> tuple[datetime, datetime]:
+    """First and last timestamp of the run's train.log."""
+    stamps = re.findall(
+        r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", (run_dir / "train.log").read_text(), re.M
+    )
+    parse = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in stamps]
+    return parse[0], parse[-1]
+
+
+def event_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+# --- DDP -------------------------------------------------------------------------------------
+
+
+def test_ddp_cpu_run_matches_one_process_with_the_global_batch(data_dir, tmp_path, train_cfg):
+    """trainer=ddp_cpu: 2 processes of 32 images per step train on exactly the images of one
+    process with 64 (each process takes every other image of the same permutation), and their
+    gradients are averaged, so only float rounding differs. Tolerance: test/acc within one test
+    image of 128 (a rounding difference may tip one borderline prediction), test/loss within
+    1e-4 relative; both were identical in every run so far."""
+    log_dir = tmp_path / "logs"
+    args = [
+        "model=lenet5",
+        "data=fashion",
+        *SMALL,
+        "trainer=ddp_cpu",
+        "trainer.limit_train_batches=4",
+    ]
+    result = run_train(*args, data_dir=data_dir, log_dir=log_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (run,) = (log_dir / "train" / "runs").iterdir()  # one run folder for both processes
+    assert sorted(p.name for p in (log_dir / "train").iterdir()) == ["runs"]
+    ddp = metrics_of(run)
+    assert ddp["status"] == "ok" and ddp["epochs"] == 1
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "last.ckpt"}
+    # One set of event files: all written by one process (rank 0; the pid ends their names).
+    pids = {p.name.split(".")[-2] for p in event_files(run)}
+    assert len(pids) == 1, event_files(run)
+    steps = [s for s, _ in scalars(run, "train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 1  # one epoch, logged once
+    assert scalars(run, "test/acc")[-1][1] == pytest.approx(ddp["test/acc"])
+    log = (run / "train.log").read_text()
+    assert log.count("DDP: starting 2 processes") == 1
+    assert log.count("torch threads:") == 1  # rank 1 logs warnings only
+    assert "data.fast: FashionMNIST images on cpu" in log  # the in-memory path, shared out
+    # Rank 0 knows the run's Hydra choices (the HParams tab lines runs up by them).
+    assert (run / "tensorboard" / "hparams.yaml").read_text().count("model: lenet5") == 1
+
+    single = train(
+        train_cfg(
+            "model=lenet5",
+            "data=fashion",
+            "data.batch_size=64",
+            "trainer.limit_train_batches=4",
+            f"paths.output_dir={tmp_path / 'single'}",
+        )
+    )
+    assert abs(ddp["test/acc"] - single["test/acc"]) <= 1 / 128
+    assert ddp["test/loss"] == pytest.approx(single["test/loss"], rel=1e-4)
+    assert ddp["val/acc_best"] == pytest.approx(single["val/acc_best"], abs=1 / 100)
+
+
+def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_path):
+    result = run_train(
+        "-m",
+        "hydra/launcher=joblib",
+        "model=fcn,lenet5",
+        *FAST,
+        data_dir=data_dir,
+        log_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep(tmp_path)
+    jobs = job_dirs(sweep)
+    assert [j.name for j in jobs] == ["0", "1"]
+    rows = table_rows(sweep)
+    assert [r[:2] for r in rows] == [["job", "model"], ["0", "fcn"], ["1", "lenet5"]]
+    assert [r[-1] for r in rows[1:]] == ["ok", "ok"]
+    table = [float(r[2]) / 100 for r in rows[1:]]  # in %, 2 decimals
+    assert [metrics_of(j)["test/acc"] for j in jobs] == pytest.approx(table, abs=5e-5)
+    # In parallel: each job started before the other ended.
+    (start0, end0), (start1, end1) = log_times(jobs[0]), log_times(jobs[1])
+    assert start0 < end1 and start1 < end0
+    # joblib gives each worker cores // n_jobs threads (n_jobs=-1: one job per core, so one)
+    # unless OMP_NUM_THREADS says otherwise.
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    assert all(f"torch threads: {threads}" in (j / "train.log").read_text() for j in jobs)
+
+
+# --- submitit: a DDP job in a sweep; a job preempted, requeued and resumed -------------------
+
+
+def pid_writing(log_file: Path) -> int | None:
+    """The process that holds ``log_file`` open (a submitit task writing its job's train.log)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == str(log_file) for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the job's process in /proc")
+def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(data_dir, tmp_path):
+    """Job 0 (one process) is preempted once it has a checkpoint and resumes from it; job 1 is a
+    DDP job: Lightning's ddp would start its rank 1 by running the command line again, i.e. the
+    submitit worker (or under -m a whole new sweep); the lab starts both processes itself, and
+    the job writes only its own folder."""
+    from submitit.local.local import LocalJobEnvironment
+
+    env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(tmp_path)}
+    settings = [o for o in SMALL if not o.startswith(("trainer.max_epochs", "trainer.limit_train"))]
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "trainer=cpu,ddp_cpu",
+        *settings,
+        "trainer.max_epochs=12",
+        "trainer.limit_train_batches=6",
+        "torch_threads=1",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+    ]
+    sweep_process = subprocess.Popen(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # Preempt job 0 once it has a checkpoint, as SLURM would: submitit's signal to the task.
+        deadline = time.monotonic() + 120
+        job0 = None
+        while time.monotonic() < deadline and sweep_process.poll() is None:
+            found = list((tmp_path / "train" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
+            pid = pid_writing(found[0].parents[1] / "train.log") if found else None
+            if pid:
+                job0 = found[0].parents[1]
+                os.kill(pid, LocalJobEnvironment._usr_sig())
+                break
+            time.sleep(0.2)
+        output, _ = sweep_process.communicate(timeout=240)
+    finally:
+        sweep_process.kill()
+    assert job0 is not None, "job 0 ended before it could be preempted"
+    assert sweep_process.returncode == 0, output[-3000:]
+
+    sweep = the_sweep(tmp_path)
+    jobs = job_dirs(sweep)
+    assert [j.name for j in jobs] == ["0", "1"] and jobs[0] == job0
+    assert [(metrics_of(j)["status"], metrics_of(j)["epochs"]) for j in jobs] == [("ok", 12)] * 2
+    assert "DDP: starting 2 processes" in (jobs[1] / "train.log").read_text()
+    assert len({p.name.split(".")[-2] for p in event_files(jobs[1])}) == 1  # rank 0's only
+    log = (jobs[0] / "train.log").read_text()
+    assert "Requeued job: resuming from its own" in log and str(jobs[0] / "checkpoints") in log
+    assert log.count("Resuming from") == 1
+    # The resumed job continued its TensorBoard run: each epoch's train/loss once.
+    steps = [s for s, _ in scalars(jobs[0], "train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 12
+    assert [r[-1] for r in table_rows(sweep)[1:]] == ["ok", "ok"]
+    submitit_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "this job is preempted" in submitit_logs and "Calling checkpoint method" in submitit_logs
+
+
+# --- Optuna ----------------------------------------------------------------------------------
+
+
+def test_optuna_search_reports_its_best_trial(data_dir, tmp_path):
+    pytest.importorskip(
+        "optuna", reason="the sweeps extra is not installed: pip install -e .[sweeps]"
+    )
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e .[sweeps]")
+    result = run_train(
+        "-m",
+        "hparams_search=fashion_optuna",
+        "hydra.sweeper.n_trials=4",
+        "data.batch_size=choice(0,64)",  # 0 is refused: some trials fail, the search goes on
+        *(o for o in FAST if not o.startswith("data.batch_size")),
+        data_dir=data_dir,
+        log_dir=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep(tmp_path)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 4
+    statuses = [metrics_of(j)["status"] for j in jobs]
+    assert "failed" in statuses and "ok" in statuses
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    ok = [j for j in jobs if metrics_of(j)["status"] == "ok"]
+    top = max(ok, key=lambda j: metrics_of(j)["val/acc_best"])
+    assert best["best_value"] == pytest.approx(metrics_of(top)["val/acc_best"])
+    overrides = yaml.safe_load((top / ".hydra" / "overrides.yaml").read_text())
+    chosen = dict(o.split("=", 1) for o in overrides)
+    assert {k: float(chosen[k]) for k in best["best_params"]} == pytest.approx(best["best_params"])
+    assert len(table_rows(sweep)) == 5
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def images(n: int) -> InMemoryImages:
+    data = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    return InMemoryImages(data, torch.arange(n))
+
+
+def test_processes_share_out_one_permutation_disjointly_in_equal_batches():
+    make = BatchMaker([0.0], [1 / 255], 1, max_shift=1, mirror=True)
+    # 23 images on 2 processes: 11 each, the permutation's last one left out, 3 batches each.
+    odd = [ShuffledBatches(images(23), 4, make, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(s) for s in odd] == [3, 3]
+    labels = [torch.cat([y for _, y in s]).tolist() for s in odd]
+    assert [len(ls) for ls in labels] == [11, 11] and not set(labels[0]) & set(labels[1])
+    # Global step k (batch k of both processes) is batch k of one process with the global batch
+    # size, augmentation included, in every epoch.
+    one = ShuffledBatches(images(24), 8, make, seed=3)
+    shares = [ShuffledBatches(images(24), 4, make, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for epoch in (0, 1):
+        for loader in (one, *shares):
+            loader.set_epoch(epoch)
+        steps = list(zip(one, *shares, strict=True))
+        assert len(steps) == 3
+        for (x, y), (x0, y0), (x1, y1) in steps:
+            assert sorted(y.tolist()) == sorted(y0.tolist() + y1.tolist())
+            both = torch.cat([x0, x1])[torch.cat([y0, y1]).argsort()]
+            assert torch.equal(both, x[y.argsort()])
+    state = shares[1].state_dict()
+    assert state["world_size"] == 2
+    with pytest.raises(LabError, match="saved training on 2 process"):
+        ShuffledBatches(images(24), 4, make, seed=3).load_state_dict(state)
+
+
+def test_evaluation_rows_are_shared_out_none_dropped():
+    make = BatchMaker([0.0], [1 / 255], 1)
+    shares = [OrderedBatches(images(7), 2, make, rank=r, world_size=2) for r in (0, 1)]
+    seen = [y.tolist() for s in shares for _, y in s]
+    assert sorted(sum(seen, [])) == list(range(7)) and [len(s) for s in shares] == [2, 2]
+
+
+def test_ddp_on_gpus_without_a_gpu_says_to_use_ddp_cpu():
+    if torch.cuda.device_count():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LabError, match=r"has none; use trainer=ddp_cpu"):
+        check_config(compose_train(["trainer=ddp"]))
+    check_config(compose_train(["trainer=ddp_cpu"]))
+
+
+def test_slurm_launcher_asks_for_the_trainers_devices_and_requeues():
+    cfg = compose_train(
+        ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+    assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
+    check_sweep(cfg)
+    with pytest.raises(LabError, match="trainer.devices"):
+        check_sweep(compose_train(["hydra/launcher=slurm"]))  # devices: auto
+
+
+def test_a_search_on_the_validation_set_needs_one():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e .[sweeps]")
+    with pytest.raises(LabError, match="data.val_size=0 leaves no validation set"):
+        check_sweep(compose_train(["hparams_search=fashion_optuna", "data.val_size=0"]))
+
+
+def test_only_a_requeued_submitit_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_train([f"paths.output_dir={tmp_path}"])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    monkeypatch.delenv("SUBMITIT_FOLDER", raising=False)
+    resume_if_requeued(cfg)  # not a submitit job: a fresh run
+    assert cfg.ckpt_path is None
+    monkeypatch.setenv("SUBMITIT_FOLDER", str(tmp_path / ".submitit"))
+    resume_if_requeued(cfg)
+    assert cfg.ckpt_path == str(last)
+    with open_dict(cfg):
+        cfg.ckpt_path = "other.ckpt"
+    resume_if_requeued(cfg)  # a checkpoint asked for wins
+    assert cfg.ckpt_path == "other.ckpt"
