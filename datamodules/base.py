@@ -118,7 +118,6 @@ class ImageDataModule(L.LightningDataModule):
         self.classes: list[str] = []
         # Fast path: whether it is used, the training-time augmentation it applies (subclasses
         # set these from their own options), the split as row indices, and the tensors.
-        self.fast = fast
         self.use_fast = self._resolve_fast(fast)
         self.fast_max_shift = 0
         self.fast_mirror = False
