@@ -18,11 +18,20 @@ process of its own (``--no-isolate``: in this one), so its peak memory is its ow
     python benchmarks/speed.py                                   # FashionMNIST, lenet5, batch 100
     python benchmarks/speed.py --data mnist --epochs 5 --device cpu
     python benchmarks/speed.py --paths lab --override data.fast=false   # the lab's old loader
+    python benchmarks/speed.py --rounds 3 --epochs 4          # the figures in README.md
 
-prints, per path: epochs, s/epoch (mean over the epochs after the first, a warm-up), images/s
-over the same epochs, peak memory (RSS of the process; on a GPU also
-``torch.cuda.max_memory_allocated``), the training accuracy of the last epoch; then the ratios
-of images/s (c)/(a) and (c)/(b).
+prints, per path: epochs, s/epoch (the median over the epochs after each process's first, a
+warm-up, and their range), images/s over the median epoch, peak memory (RSS of the process; on a
+GPU also ``torch.cuda.max_memory_allocated``), the training accuracy of the last epoch; then the
+ratios of images/s (c)/(a) and (c)/(b). ``--rounds N`` runs the paths N times in turn (a, b, c,
+a, b, c, ...), so that a slow spell of a shared machine falls on every path rather than on one;
+the medians and ranges pool all rounds.
+
+All three paths run with the process settings the lab makes for itself: no per-step GPU probe
+(:func:`lightning_models.runtime.no_gpu_probe_per_step`; importing Lightning turns it on, the
+reports' loops never imported it) and glibc keeping freed memory
+(:func:`lightning_models.runtime.keep_freed_memory`; without it, some processes of any of the
+three page-fault through every step and run 25-40% slower than others).
 
 Time to accuracy: the wall time a recipe needs until its accuracy first reaches a threshold::
 
@@ -69,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="fashion", choices=["fashion", "mnist"])
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--epochs", type=int, default=3, help="per path; the first is a warm-up")
+    p.add_argument("--rounds", type=int, default=1, help="run the paths this many times in turn")
     p.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "data"))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
@@ -92,7 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # internal: run one path and write its result as JSON
     p.add_argument("--only", choices=PATHS, help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
+    p.add_argument("--round-index", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.time_to_acc is not None and not args.experiment:
         p.error("--time-to-acc needs --experiment")
     if args.device == "auto":
@@ -366,6 +379,10 @@ RUNNERS = {"plain": run_plain, "memory": run_memory, "lab": run_lab}
 def run_one(path: str, args: argparse.Namespace, output_dir: str) -> dict[str, Any]:
     import torch
 
+    from lightning_models.runtime import keep_freed_memory, no_gpu_probe_per_step
+
+    no_gpu_probe_per_step()
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose(speed_overrides(args, output_dir))
@@ -380,10 +397,15 @@ def run_one(path: str, args: argparse.Namespace, output_dir: str) -> dict[str, A
     return result
 
 
-def run_isolated(path: str, argv: list[str], workdir: Path) -> dict[str, Any]:
+def run_dir(output_dir: str, path: str, round_index: int) -> str:
+    """Where the lab writes in round ``round_index`` (each round its own folder)."""
+    return str(Path(output_dir) / (f"{path}-{round_index}" if round_index else path))
+
+
+def run_isolated(path: str, argv: list[str], workdir: Path, round_index: int) -> dict[str, Any]:
     result_file = workdir / f"{path}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", path,
-           "--result-file", str(result_file)]  # fmt: skip
+           "--result-file", str(result_file), "--round-index", str(round_index)]  # fmt: skip
     done = subprocess.run(cmd, cwd=os.getcwd())
     if done.returncode != 0:
         raise SystemExit(f"path {path} failed (exit status {done.returncode}); see above")
@@ -393,49 +415,69 @@ def run_isolated(path: str, argv: list[str], workdir: Path) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------------------
 
 
-def summarise(result: dict[str, Any]) -> dict[str, float]:
-    epochs = result["epochs"]
-    timed = epochs[1:] if len(epochs) > 1 else epochs  # the first epoch warms up
-    seconds = sum(e["s"] for e in timed)
+def summarise(results: list[dict[str, Any]]) -> dict[str, float]:
+    """One path over all its rounds: the epochs after each process's first (a warm-up)."""
+    timed = [e for r in results for e in (r["epochs"][1:] if len(r["epochs"]) > 1 else r["epochs"])]
+    seconds = sorted(e["s"] for e in timed)
+    if not seconds:
+        return {"epochs": 0, "s_per_epoch": float("nan"), "img_per_s": float("nan"),
+                "s_min": float("nan"), "s_max": float("nan")}  # fmt: skip
+    median = statistics.median(seconds)
+    images = statistics.median(e["images"] for e in timed)
     return {
-        "epochs": len(epochs),
-        "s_per_epoch": statistics.mean(e["s"] for e in timed) if timed else float("nan"),
-        "img_per_s": sum(e["images"] for e in timed) / seconds if seconds else float("nan"),
+        "epochs": sum(len(r["epochs"]) for r in results),
+        "s_per_epoch": median,
+        "img_per_s": images / median if median else float("nan"),
+        "s_min": seconds[0],
+        "s_max": seconds[-1],
     }
 
 
-def table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
+def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
+    """``results``: per path, one result per round."""
     import lightning
     import torch
 
-    any_result = next(iter(results.values()))
+    any_result = next(iter(results.values()))[0]
     lines = [
         f"device {args.device}, {any_result['threads']} torch threads, torch {torch.__version__}, "
         f"lightning {lightning.__version__}; data={args.data} model={args.model} "
-        f"batch {args.batch_size}, {args.epochs} epochs per path"
+        f"batch {args.batch_size}, {args.rounds} round(s) of {args.epochs} epochs per path"
         + (f" of {args.limit_train_batches} batches" if args.limit_train_batches else "")
-        + "; s/epoch and images/s: mean over the epochs after the first",
+        + "; s/epoch: median (range) over the epochs after each process's first; images/s at "
+        "the median",
         "",
-        "| path | epochs | s/epoch | images/s | peak RSS MB | peak GPU MB | train acc | total s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | epochs | s/epoch | range | images/s | peak RSS MB | peak GPU MB | train acc "
+        "| total s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rates = {}
-    for path, result in results.items():
-        s = summarise(result)
+    for path, rounds in results.items():
+        s = summarise(rounds)
         rates[path] = s["img_per_s"]
-        label = LABELS[path] + (f" (data.fast={result['fast']})" if path == "lab" else "")
-        gpu = f"{result['gpu_mb']:.0f}" if result.get("gpu_mb") is not None else "-"
+        last = rounds[-1]
+        label = LABELS[path] + (f" (data.fast={last['fast']})" if path == "lab" else "")
+        gpu_mb = [r["gpu_mb"] for r in rounds if r.get("gpu_mb") is not None]
+        gpu = f"{max(gpu_mb):.0f}" if gpu_mb else "-"
+        total = statistics.median(r["total_s"] for r in rounds)
         lines.append(
-            f"| {label} | {s['epochs']} | {s['s_per_epoch']:.2f} | {s['img_per_s']:.0f} | "
-            f"{result['rss_mb']:.0f} | {gpu} | {result['acc']:.4f} | {result['total_s']:.1f} |"
+            f"| {label} | {s['epochs']} | {s['s_per_epoch']:.2f} | {s['s_min']:.2f}–"
+            f"{s['s_max']:.2f} | {s['img_per_s']:.0f} | {max(r['rss_mb'] for r in rounds):.0f} "
+            f"| {gpu} | {last['acc']:.4f} | {total:.1f} |"
         )
     lines.append("")
     if "lab" in rates:
-        for other in ("plain", "memory"):
-            if other in rates:
-                ratio = rates["lab"] / rates[other]
-                name = "(c)/(a)" if other == "plain" else "(c)/(b)"
-                lines.append(f"{name} images/s: {ratio:.2f}")
+        for other, name in (("plain", "(c)/(a)"), ("memory", "(c)/(b)")):
+            if other not in rates:
+                continue
+            line = f"{name} images/s: {rates['lab'] / rates[other]:.2f}"
+            if args.rounds > 1:
+                per_round = [
+                    summarise([lab])["img_per_s"] / summarise([base])["img_per_s"]
+                    for lab, base in zip(results["lab"], results[other], strict=True)
+                ]
+                line += " (rounds: " + ", ".join(f"{r:.2f}" for r in per_round) + ")"
+            lines.append(line)
     if args.no_isolate:
         lines.append("(--no-isolate: peak RSS is this process's, all paths so far)")
     return "\n".join(lines)
@@ -519,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lab-speed-") as tmp:
         output_dir = str(Path(args.log_dir).resolve() if args.log_dir else Path(tmp))
         if args.only:  # a child: one path, result as JSON
-            result = run_one(args.only, args, str(Path(output_dir) / args.only))
+            result = run_one(args.only, args, run_dir(output_dir, args.only, args.round_index))
             Path(args.result_file).write_text(json.dumps(result))
             return 0
         if args.time_to_acc is not None:
@@ -534,12 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_models import build
 
         build(compose(speed_overrides(args, output_dir)).data).prepare_data()
-        results = {}
-        for path in paths:
-            if args.no_isolate:
-                results[path] = run_one(path, args, str(Path(output_dir) / path))
-            else:
-                results[path] = run_isolated(path, argv, Path(tmp))
+        results: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+        for k in range(args.rounds):
+            for path in paths:
+                if args.no_isolate:
+                    result = run_one(path, args, run_dir(output_dir, path, k))
+                else:
+                    result = run_isolated(path, argv, Path(tmp), k)
+                results[path].append(result)
         print(table(args, results), flush=True)
     return 0
 

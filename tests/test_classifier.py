@@ -67,3 +67,28 @@ def test_schedulers_drive_the_hand_written_update(train_cfg, tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.value for e in events.Scalars("lr-SGD")] == pytest.approx([0.5, 0.05, 0.005])
+
+
+def test_epoch_loss_and_accuracy_are_means_over_images(train_cfg, tmp_path):
+    """test/acc and test/loss are the test set's figures by hand, images weighted alike (the
+    last batch holds 8 of 200 images)."""
+    cfg = train_cfg("data=mnist", "data.val_size=0", "trainer.limit_test_batches=1.0")
+    metrics = train(cfg)
+    (tested,) = (tmp_path / "checkpoints").glob("epoch_*.ckpt")  # no validation: the last epoch
+    module = build(cfg.model)
+    module.load_state_dict(torch.load(tested, weights_only=True)["state_dict"])
+    module.eval()
+    data = build(cfg.data)
+    data.prepare_data()
+    data.setup("test")
+    correct, loss_sum, images, sizes = 0, 0.0, 0, set()
+    with torch.no_grad():
+        for x, y in data.test_dataloader():
+            out = module(x)
+            correct += int((out.argmax(dim=1) == y).sum())
+            loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+            images += len(y)
+            sizes.add(len(y))
+    assert images == 200 and sizes == {32, 8}
+    assert metrics["test/acc"] == pytest.approx(correct / images)
+    assert metrics["test/loss"] == pytest.approx(loss_sum / images, rel=1e-5)

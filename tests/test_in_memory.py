@@ -325,14 +325,17 @@ def test_speed_benchmark_prints_its_table(data_dir, tmp_path, capsys, monkeypatc
     speed.main(
         [
             "--data", "mnist", "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "50",
-            "--limit-train-batches", "3", "--device", "cpu", "--no-isolate",
+            "--limit-train-batches", "3", "--device", "cpu", "--no-isolate", "--rounds", "2",
             "--log-dir", str(tmp_path), "--override", "data.verify_checksums=false",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
     for row in ("(a) plain DataLoader", "(b) tensors in memory", "(c) lab"):
-        assert row in out
-    assert "(c)/(a)" in out and "(c)/(b)" in out
+        assert f"| {row}" in out
+    # 2 rounds of 2 epochs per path; the ratios name each round's
+    assert "2 round(s) of 2 epochs" in out and out.count("| 4 |") == 3
+    assert "(c)/(a) images/s:" in out and "(c)/(b) images/s:" in out and "(rounds: " in out
+    assert {p.name for p in tmp_path.iterdir()} >= {"lab", "lab-1"}  # one folder per round
 
 
 def test_speed_benchmark_time_to_accuracy(data_dir, tmp_path, capsys):
