@@ -49,7 +49,7 @@ from lightning_models.resume import (
     run_dir_of,
 )
 from lightning_models.run_config import config_of_checkpoint
-from lightning_models.runtime import keep_freed_memory, no_gpu_probe_per_step
+from lightning_models.runtime import prepare_process
 from lightning_models.validation import build_data_and_model, check_config, check_devices
 
 log = logging.getLogger("train")
@@ -98,8 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
-    no_gpu_probe_per_step()
-    keep_freed_memory()
+    prepare_process()
     log.info("torch threads: %d (process %d)", torch.get_num_threads(), os.getpid())
     if cfg.get("seed") is not None:  # seed 0 is a seed
         L.seed_everything(cfg.seed, workers=True)

@@ -27,7 +27,8 @@ ratios of images/s (c)/(a) and (c)/(b). ``--rounds N`` runs the paths N times in
 a, b, c, ...), so that a slow spell of a shared machine falls on every path rather than on one;
 the medians and ranges pool all rounds.
 
-All three paths run with the process settings the lab makes for itself: no per-step GPU probe
+All three paths run with the process settings the lab makes for itself
+(:func:`lightning_models.runtime.prepare_process`): no per-step GPU probe
 (:func:`lightning_models.runtime.no_gpu_probe_per_step`; importing Lightning turns it on, the
 reports' loops never imported it) and glibc keeping freed memory
 (:func:`lightning_models.runtime.keep_freed_memory`; without it, some processes of any of the
@@ -379,10 +380,9 @@ RUNNERS = {"plain": run_plain, "memory": run_memory, "lab": run_lab}
 def run_one(path: str, args: argparse.Namespace, output_dir: str) -> dict[str, Any]:
     import torch
 
-    from lightning_models.runtime import keep_freed_memory, no_gpu_probe_per_step
+    from lightning_models.runtime import prepare_process
 
-    no_gpu_probe_per_step()
-    keep_freed_memory()
+    prepare_process()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose(speed_overrides(args, output_dir))
