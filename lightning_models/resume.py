@@ -23,8 +23,8 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_models.checkpoints import ModelCheckpoint
 from lightning_models.errors import LabError
 
 log = logging.getLogger("resume")
@@ -101,10 +101,8 @@ class StepCheckpoint(ModelCheckpoint):
     the earlier one, and the resumed run repeats up to N-1 batches and the validation.
     """
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args, **kw):
-        batch_idx = args[-1] if args else kw["batch_idx"]
-        if not _validation_follows(trainer, batch_idx):
-            super().on_train_batch_end(trainer, pl_module, *args, **kw)
+    def skips_batch(self, trainer: L.Trainer, batch_idx: int) -> bool:
+        return super().skips_batch(trainer, batch_idx) or _validation_follows(trainer, batch_idx)
 
 
 def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:

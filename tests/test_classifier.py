@@ -92,3 +92,13 @@ def test_epoch_loss_and_accuracy_are_means_over_images(train_cfg, tmp_path):
     assert images == 200 and sizes == {32, 8}
     assert metrics["test/acc"] == pytest.approx(correct / images)
     assert metrics["test/loss"] == pytest.approx(loss_sum / images, rel=1e-5)
+
+
+def test_lightnings_hook_name_bypasses_module_setattr_and_nothing_else(train_cfg):
+    model = build(train_cfg().model)
+    model._current_fx_name = "training_step"
+    assert model._current_fx_name == "training_step"
+    assert "_current_fx_name" not in model._modules
+    model.extra = torch.nn.Linear(2, 2)  # anything else still goes through nn.Module
+    assert "extra" in model._modules
+    assert any(name.startswith("extra.") for name, _ in model.named_parameters())
