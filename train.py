@@ -32,6 +32,8 @@ from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -42,6 +44,7 @@ from lightning_models.errors import DivergedError, LabError, build
 from lightning_models.resume import (
     LAST,
     LAST_FILE,
+    RequeueBetweenBatches,
     check_resumable,
     find_last_checkpoint,
     load_checkpoint,
@@ -114,6 +117,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             with open_dict(cfg):
                 cfg.callbacks.model_checkpoint.monitor = None
     callbacks = instantiate_all(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:
+        # The bar is a callback here (for its refresh rate), which Lightning refuses beside
+        # enable_progress_bar=false: the switch alone turns it off.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if _under_submitit():
+        callbacks.append(RequeueBetweenBatches(_submitit_requeue_signal()))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = build(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides
@@ -136,11 +145,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["status"] = "diverged" if _collapsed(model) else "ok"
 
     for logger in loggers:
-        # Final figures under their own tags, so the HParams tab lines up runs of a sweep.
-        logger.log_hyperparams(
-            hparams,
-            {f"hparams/{k.replace('/', '_')}": v for k, v in metrics.items() if k in _HP_METRICS},
-        )
+        if isinstance(logger, TensorBoardLogger):  # the CSV logger takes no metrics here
+            # Final figures under their own tags, so the HParams tab lines up runs of a sweep.
+            final = {k: v for k, v in metrics.items() if k in _HP_METRICS}
+            logger.log_hyperparams(
+                hparams, {f"hparams/{k.replace('/', '_')}": v for k, v in final.items()}
+            )
         logger.save()
     _write_metrics(metrics, cfg)
     _print_summary(trainer, metrics, cfg)
@@ -159,14 +169,22 @@ def resolve_ckpt_path(cfg: DictConfig) -> Path:
     return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", overrides)
 
 
+# Loggers that drop what a stopped run logged at or after a step (``purge_step``).
+_PURGING_LOGGERS = (
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    "lightning_models.loggers.CSVLogger",
+)
+
+
 def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
     """Point ``cfg`` at the checkpoint to resume and at the run dir that wrote it.
 
     The resumed fit continues in that run dir (checkpoints, TensorBoard, metrics.json), so one
     run stays one folder; this invocation's Hydra dir keeps only its .hydra and log. TensorBoard
-    drops what the killed process logged after the checkpoint (``purge_step``), so no step
-    appears twice. Another architecture stops here with a sentence; another learning rate is
-    reported, and the checkpoint's wins (its optimizer state is restored).
+    and the CSV logger drop what the killed process logged after the checkpoint
+    (``purge_step``), so no step appears twice. Another architecture stops here with a sentence;
+    another learning rate is reported, and the checkpoint's wins (its optimizer state is
+    restored).
     """
     ckpt = resolve_ckpt_path(cfg)
     checkpoint = load_checkpoint(ckpt)
@@ -180,7 +198,7 @@ def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
         if run_dir is not None:
             cfg.paths.output_dir = str(run_dir)
         for logger in (cfg.get("logger") or {}).values():
-            if isinstance(logger, DictConfig) and "TensorBoardLogger" in logger.get("_target_", ""):
+            if isinstance(logger, DictConfig) and logger.get("_target_") in _PURGING_LOGGERS:
                 logger.purge_step = int(checkpoint.get("global_step", 0))
     log.info(
         "Resuming from %s (epoch %s, step %s); the run continues in %s",
@@ -270,13 +288,25 @@ def resume_if_requeued(cfg: DictConfig) -> None:
     overrides and number, so it runs again in the same folder; a last.ckpt found there is its
     own, written before it was stopped. A fresh job's folder never holds one.
     """
-    if not cfg.get("train") or cfg.get("ckpt_path") or "SUBMITIT_FOLDER" not in os.environ:
+    if not cfg.get("train") or cfg.get("ckpt_path") or not _under_submitit():
         return
     last = Path(cfg.paths.output_dir) / "checkpoints" / LAST_FILE
     if last.is_file():
         log.warning("Requeued job: resuming from its own %s", last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
+
+
+def _under_submitit() -> bool:
+    return "SUBMITIT_FOLDER" in os.environ
+
+
+def _submitit_requeue_signal() -> int:
+    """The signal submitit's job handles as "preempted or timed out" (SIGUSR2 unless the
+    SUBMITIT_PREEMPT_SIGNAL environment variable names another)."""
+    from submitit import JobEnvironment
+
+    return JobEnvironment._usr_sig()
 
 
 @contextlib.contextmanager

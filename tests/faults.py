@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
 
@@ -41,7 +42,8 @@ class KillAt(L.Callback):
     check) or ``epoch_start`` (at the start of that training epoch, right after the previous
     epoch's checkpoint). ``once`` is a file created just before the kill; while it exists the
     callback does nothing, so the resumed run can keep the very same overrides. The loggers are
-    flushed first: the worst case, in which what was logged after the last checkpoint is on disk.
+    flushed first (``flush``): the worst case for what was logged after the last checkpoint,
+    which is then on disk; without, what they held back since the checkpoint is lost.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class KillAt(L.Callback):
         step: int | None = None,
         validation_epoch: int | None = None,
         epoch_start: int | None = None,
+        flush: bool = True,
     ):
         self.once = Path(once)
+        self.flush = flush
         self.step = step
         self.validation_epoch = validation_epoch
         self.epoch_start = epoch_start
@@ -59,7 +63,7 @@ class KillAt(L.Callback):
     def _kill(self, trainer: L.Trainer) -> None:
         if self.once.exists():
             return
-        for logger in trainer.loggers:
+        for logger in trainer.loggers if self.flush else ():
             logger.save()
         self.once.touch()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -75,3 +79,27 @@ class KillAt(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch_start:
             self._kill(trainer)
+
+
+class SignalAt(Checkpoint):
+    """Sends ``signum`` to its own process once, when training epoch ``epoch`` ends, at the worst
+    moment for a preemption: right after that epoch's last.ckpt is written and before Lightning
+    hands the epoch's train metrics to the loggers.
+
+    A ``Checkpoint`` only so that Lightning calls it where it calls the checkpoint callbacks: after
+    them (they come last, in their order) and after the LightningModule's ``on_train_epoch_end``.
+    Only in a process with a Python handler for the signal (a submitit job's; the DDP processes
+    the lab starts have the default, which would kill them). ``once`` as in :class:`KillAt`.
+    """
+
+    def __init__(self, once: str, epoch: int, signum: int = signal.SIGUSR2):
+        self.once = Path(once)
+        self.epoch = epoch
+        self.signum = signum
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.epoch or self.once.exists():
+            return
+        if callable(signal.getsignal(self.signum)):
+            self.once.touch()
+            os.kill(os.getpid(), self.signum)

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -155,27 +154,15 @@ def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_p
 # --- submitit: a DDP job in a sweep; a job preempted, requeued and resumed -------------------
 
 
-def pid_writing(log_file: Path) -> int | None:
-    """The process that holds ``log_file`` open (a submitit task writing its job's train.log)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) == str(log_file) for fd in (proc / "fd").iterdir()):
-                return int(proc.name)
-        except OSError:
-            continue
-    return None
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the job's process in /proc")
 def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(data_dir, tmp_path):
-    """Job 0 (one process) is preempted once it has a checkpoint and resumes from it; job 1 is a
-    DDP job: Lightning's ddp would start its rank 1 by running the command line again, i.e. the
-    submitit worker (or under -m a whole new sweep); the lab starts both processes itself, and
-    the job writes only its own folder."""
-    from submitit.local.local import LocalJobEnvironment
+    """Job 0 (one process) is preempted and resumes from its own last.ckpt; job 1 is a DDP job:
+    Lightning's ddp would start its rank 1 by running the command line again, i.e. the submitit
+    worker (or under -m a whole new sweep); the lab starts both processes itself, and the job
+    writes only its own folder.
 
+    The preemption is submitit's signal, sent at the worst moment (``tests.faults.SignalAt``):
+    epoch 1's last.ckpt is written and its train metrics are not yet logged. Acted on there, the
+    resumed job would never log them; the lab acts on it at the next batch."""
     env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(tmp_path)}
     settings = [o for o in SMALL if not o.startswith(("trainer.max_epochs", "trainer.limit_train"))]
     args = [
@@ -187,41 +174,28 @@ def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(da
         "trainer.limit_train_batches=6",
         "torch_threads=1",
         "callbacks.step_checkpoint.every_n_train_steps=2",
+        "+callbacks.preempt={_target_:tests.faults.SignalAt,once:${paths.output_dir}/preempted,"
+        "epoch:1}",
     ]
-    sweep_process = subprocess.Popen(
-        [sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
     )  # fmt: skip
-    try:
-        # Preempt job 0 once it has a checkpoint, as SLURM would: submitit's signal to the task.
-        deadline = time.monotonic() + 120
-        job0 = None
-        while time.monotonic() < deadline and sweep_process.poll() is None:
-            found = list((tmp_path / "train" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
-            pid = pid_writing(found[0].parents[1] / "train.log") if found else None
-            if pid:
-                job0 = found[0].parents[1]
-                os.kill(pid, LocalJobEnvironment._usr_sig())
-                break
-            time.sleep(0.2)
-        output, _ = sweep_process.communicate(timeout=240)
-    finally:
-        sweep_process.kill()
-    assert job0 is not None, "job 0 ended before it could be preempted"
-    assert sweep_process.returncode == 0, output[-3000:]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
     sweep = the_sweep(tmp_path)
     jobs = job_dirs(sweep)
-    assert [j.name for j in jobs] == ["0", "1"] and jobs[0] == job0
+    assert [j.name for j in jobs] == ["0", "1"] and (jobs[0] / "preempted").exists()
     assert [(metrics_of(j)["status"], metrics_of(j)["epochs"]) for j in jobs] == [("ok", 12)] * 2
     assert "DDP: starting 2 processes" in (jobs[1] / "train.log").read_text()
     assert len({p.name.split(".")[-2] for p in event_files(jobs[1])}) == 1  # rank 0's only
     log = (jobs[0] / "train.log").read_text()
     assert "Requeued job: resuming from its own" in log and str(jobs[0] / "checkpoints") in log
-    assert log.count("Resuming from") == 1
-    # The resumed job continued its TensorBoard run: each epoch's train/loss once.
+    assert "acted on at the next batch boundary" in log
+    assert log.count("Resuming from") == 1 and "(epoch 1, step 12)" in log  # epoch 1's end
+    # The resumed job continued its TensorBoard run: each epoch's train/loss once, epoch 1's too.
     steps = [s for s, _ in scalars(jobs[0], "train/loss")]
-    assert steps == sorted(set(steps)) and len(steps) == 12
+    assert steps == [6 * epoch + 5 for epoch in range(12)]
     assert [r[-1] for r in table_rows(sweep)[1:]] == ["ok", "ok"]
     submitit_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert "this job is preempted" in submitit_logs and "Calling checkpoint method" in submitit_logs

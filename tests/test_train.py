@@ -7,6 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_models import LabError
+from tests.conftest import FAST, compose_train
 from train import train
 
 LOGGED = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"}
@@ -21,6 +22,15 @@ def scalar_tags(run_dir: Path) -> set[str]:
 def test_fast_dev_run(train_cfg):
     metrics = train(train_cfg("trainer.fast_dev_run=true"))
     assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_enable_progress_bar_false_alone_turns_the_bar_off(data_dir, tmp_path):
+    # The bar is a default callback, which Lightning refuses beside enable_progress_bar=false.
+    overrides = [o for o in FAST if o != "~callbacks.progress_bar"]
+    cfg = compose_train([f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", *overrides,
+                         "trainer.fast_dev_run=true"])  # fmt: skip
+    assert "progress_bar" in cfg.callbacks and cfg.trainer.enable_progress_bar is False
+    assert 0.0 <= train(cfg)["test/acc"] <= 1.0
 
 
 @pytest.mark.parametrize("model", ["fcn", "lenet5", "lenet5_modified", "lenet5_relu"])
