@@ -41,6 +41,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, r
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from lightning_models.errors import DivergedError, LabError, build
+from lightning_models.loggers import CSVLogger
 from lightning_models.resume import (
     LAST,
     LAST_FILE,
@@ -169,13 +170,6 @@ def resolve_ckpt_path(cfg: DictConfig) -> Path:
     return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", overrides)
 
 
-# Loggers that drop what a stopped run logged at or after a step (``purge_step``).
-_PURGING_LOGGERS = (
-    "lightning.pytorch.loggers.TensorBoardLogger",
-    "lightning_models.loggers.CSVLogger",
-)
-
-
 def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
     """Point ``cfg`` at the checkpoint to resume and at the run dir that wrote it.
 
@@ -198,7 +192,7 @@ def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
         if run_dir is not None:
             cfg.paths.output_dir = str(run_dir)
         for logger in (cfg.get("logger") or {}).values():
-            if isinstance(logger, DictConfig) and logger.get("_target_") in _PURGING_LOGGERS:
+            if isinstance(logger, DictConfig) and _purges_steps(logger):
                 logger.purge_step = int(checkpoint.get("global_step", 0))
     log.info(
         "Resuming from %s (epoch %s, step %s); the run continues in %s",
@@ -207,6 +201,16 @@ def prepare_resume(cfg: DictConfig, model: L.LightningModule) -> None:
         checkpoint.get("global_step"),
         cfg.paths.output_dir,
     )
+
+
+def _purges_steps(logger: DictConfig) -> bool:
+    """Whether a logger config builds a logger that drops what a stopped run logged at or after
+    a step (``purge_step``): TensorBoard's, or the lab's CSV logger, under any import path."""
+    try:
+        cls = hydra.utils.get_class(str(logger.get("_target_")))
+    except (ImportError, ValueError):  # a bad target is reported when the loggers are built
+        return False
+    return issubclass(cls, TensorBoardLogger | CSVLogger)
 
 
 def _collapsed(model: L.LightningModule) -> bool:

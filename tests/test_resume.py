@@ -102,7 +102,8 @@ def test_killed_run_resumes_exactly(uninterrupted, data_dir, tmp_path, kill, exp
         assert got_steps.keys() == expected_steps.keys()
         for tag, steps in got_steps.items():
             if tag.startswith("time/"):
-                assert len(set(steps)) == len(steps) and set(steps) <= set(expected_steps[tag])
+                assert len(set(steps)) == len(steps), (read.__name__, tag)
+                assert set(steps) <= set(expected_steps[tag]), (read.__name__, tag)
             else:
                 assert steps == expected_steps[tag], (read.__name__, tag)
 
