@@ -291,14 +291,32 @@ def resume_if_requeued(cfg: DictConfig) -> None:
     submitit then calls the launcher's ``checkpoint()``, which resubmits the job with the same
     overrides and number, so it runs again in the same folder; a last.ckpt found there is its
     own, written before it was stopped. A fresh job's folder never holds one.
+
+    ``existing_run=continue`` does the same outside submitit, for jobs started again in a fixed
+    folder (``hydra.sweep.dir=...``, as :mod:`lightning_models.reproduce` does).
     """
-    if not cfg.get("train") or cfg.get("ckpt_path") or not _under_submitit():
+    continuing = cfg.get("existing_run") == "continue"
+    if not cfg.get("train") or cfg.get("ckpt_path") or not (_under_submitit() or continuing):
         return
     last = Path(cfg.paths.output_dir) / "checkpoints" / LAST_FILE
     if last.is_file():
-        log.warning("Requeued job: resuming from its own %s", last)
+        who = "Requeued job" if _under_submitit() else "existing_run=continue"
+        log.warning("%s: resuming from its own %s", who, last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
+
+
+def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
+    """With ``existing_run=continue``, the metrics of a run that already finished in this job's
+    folder (status ok or diverged; a failed one runs again), else None."""
+    if cfg.get("existing_run") != "continue" or not cfg.get("train"):
+        return None
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("status") in ("ok", "diverged") else None
 
 
 def _under_submitit() -> bool:
@@ -466,6 +484,10 @@ def run(cfg: DictConfig, launch: bool = False) -> float | None:
     """
     if rank_zero_only.rank > 0:
         logging.getLogger().setLevel(logging.WARNING)
+    done = finished_metrics(cfg)
+    if done is not None:
+        log.info("existing_run=continue: %s finished already; not run again", cfg.paths.output_dir)
+        return objective(done, cfg)
     try:
         if launch:
             check_devices(cfg.trainer)  # before Lightning is asked how to start the processes

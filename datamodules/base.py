@@ -54,6 +54,8 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU.
         fast: ``auto``, ``true`` or ``false``: the in-memory fast path (module docstring) where
             it applies, always (else a LabError saying why not), or never.
+        shuffle: a new order of the training images every epoch (seeded by the run's seed);
+            false keeps the training set's own order every epoch, as report 004's loader did.
     """
 
     dataset_classes: int | None = None  # fixed by the dataset (10 for MNIST), else None
@@ -74,8 +76,10 @@ class ImageDataModule(L.LightningDataModule):
         num_classes: int = 10,
         pin_memory: bool = False,
         fast: bool | str = "auto",
+        shuffle: bool = True,
     ):
         super().__init__()
+        check_bool("data.shuffle", shuffle)
         check_int("data.batch_size", batch_size, minimum=1)
         check_int("data.image_size", image_size, minimum=1)
         check_int("data.num_classes", num_classes, minimum=2)
@@ -109,6 +113,7 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.num_classes = num_classes
         self.pin_memory = pin_memory
+        self.shuffle = shuffle
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.normalize = transforms.Normalize(self.mean, self.std)
@@ -125,6 +130,10 @@ class ImageDataModule(L.LightningDataModule):
         self.val_rows: torch.Tensor | None = None
         self._memory: tuple[InMemoryImages, InMemoryImages] | None = None  # (train file, test)
         self._on_device: tuple[torch.device, InMemoryImages, InMemoryImages] | None = None
+        # The fast train loader's place, saved with the datamodule in checkpoints (see
+        # state_dict) and handed to the next train loader made after a restore.
+        self._train_loader: ShuffledBatches | None = None
+        self._train_resume: dict[str, int] | None = None
 
     @property
     def name(self) -> str:
@@ -213,7 +222,7 @@ class ImageDataModule(L.LightningDataModule):
             def position_source() -> int:
                 return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
-        return ShuffledBatches(
+        loader = ShuffledBatches(
             train,
             self.batch_size,
             self._batch_maker(train=True),
@@ -222,8 +231,32 @@ class ImageDataModule(L.LightningDataModule):
             rows=self.train_rows,
             epoch_source=epoch_source,
             position_source=position_source,
+            shuffle=self.shuffle,
             **process_share(trainer),
         )
+        if self._train_resume is not None:
+            loader.load_state_dict(self._train_resume)
+            self._train_resume = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """Where the fast train loader is, for checkpoints (Lightning saves the datamodule's
+        state with them and restores it before the model's optimizers are configured).
+
+        Lightning also saves the loader's own state with its fit loop, but puts it back only
+        when the fit loop builds the train loader after the restore; a model that asks for
+        ``trainer.estimated_stepping_batches`` while its optimizers are configured (one-cycle
+        schedules do) has the loader built before, and a resumed epoch would start again at
+        its first batch (Lightning issue 20550). Restored from here, the loader continues with
+        the next batch either way.
+        """
+        if self._train_loader is None:
+            return {}
+        return {"train_batches": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
+        self._train_resume = state_dict.get("train_batches")
 
     def split(self, train_view: Dataset, eval_view: Dataset | None = None) -> None:
         """Carve ``val_size`` images out of the training set, the same ones for every seed.
@@ -266,7 +299,7 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader | ShuffledBatches:
         if self._fast_ready():
             return self._fast_train_loader()
-        return self._loader(self.data_train, shuffle=True)
+        return self._loader(self.data_train, shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader | OrderedBatches | list:
         # No loader means no validation loop (Lightning skips it), also under fast_dev_run.

@@ -14,9 +14,11 @@ for ``in_channels=1``) on the training device (:mod:`datamodules.in_memory`); an
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from torchvision import datasets, transforms
 from torchvision.datasets.vision import StandardTransform
 
@@ -210,3 +212,68 @@ class CIFAR10DataModule(ImageDataModule):
             self.hold_in_memory(
                 from_cifar(train_view, grey=grey), from_cifar(self.data_test, grey=grey)
             )
+
+
+def write_batches_from_folder(folder: Path | str, out_dir: Path | str, seed: int = 0) -> Path:
+    """Write a folder of CIFAR-10 images (``train/<class>/*`` and ``test/<class>/*``, such as the
+    JPEG copy of CIFAR-10) as ``<out_dir>/cifar-10-batches-py`` in CIFAR-10's own format, so
+    ``data=cifar10`` (its 49k / 1k split and in-memory fast path) trains on it with
+    ``data.verify_checksums=false``. Returns the batches folder; one already complete is kept.
+
+    Images are decoded by PIL (as ``data=imagefolder`` decodes them), in CIFAR-10's class order
+    (``batches.meta``); the training images are spread over the five batch files in a seeded
+    order, as the original files are not sorted by class.
+    """
+    from PIL import Image
+
+    folder, target = Path(folder), Path(out_dir) / CIFAR10Dataset.base_folder
+    files = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    if all((target / name).is_file() for name in files):
+        return target
+    split_images: dict[str, tuple[np.ndarray, list[int], list[str]]] = {}
+    for split in ("train", "test"):
+        pixels, labels, names = [], [], []
+        for label, name in enumerate(CIFAR10_CLASSES):
+            class_dir = folder / split / name
+            if not class_dir.is_dir():
+                raise LabError(
+                    f"{class_dir} is missing: a CIFAR-10 image folder has train/ and test/, each "
+                    f"with one folder per class ({', '.join(CIFAR10_CLASSES)})"
+                )
+            for path in sorted(class_dir.iterdir()):
+                with Image.open(path) as image:
+                    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                if rgb.shape != (32, 32, 3):
+                    raise LabError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]}, not 32x32")
+                pixels.append(rgb.transpose(2, 0, 1).reshape(-1))  # R, G, B planes, as CIFAR-10
+                labels.append(label)
+                names.append(f"{name}/{path.name}")
+        order = np.random.default_rng(seed).permutation(len(labels)) if split == "train" else None
+        data = np.stack(pixels)
+        if order is not None:
+            data, labels, names = data[order], [labels[i] for i in order], [names[i] for i in order]
+        split_images[split] = (data, labels, names)
+    target.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, entry: dict) -> None:
+        partial = target / f".{name}.partial"
+        with open(partial, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+        partial.replace(target / name)  # a killed conversion leaves no half-written batch
+
+    data, labels, names = split_images["train"]
+    for i, chunk in enumerate(np.array_split(np.arange(len(labels)), 5), start=1):
+        dump(f"data_batch_{i}", {
+            "batch_label": f"training batch {i} of 5",
+            "labels": [labels[k] for k in chunk],
+            "data": data[chunk],
+            "filenames": [names[k] for k in chunk],
+        })
+    data, labels, names = split_images["test"]
+    dump("test_batch", {
+        "batch_label": "testing batch 1 of 1", "labels": labels, "data": data, "filenames": names,
+    })
+    dump("batches.meta", {
+        "label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": 10000, "num_vis": 3072,
+    })
+    return target

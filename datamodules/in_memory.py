@@ -217,8 +217,10 @@ class OrderedBatches:
         rows: torch.Tensor | None = None,
         rank: int = 0,
         world_size: int = 1,
+        shuffle: bool = True,
     ):
         _check_share(rank, world_size)
+        self.shuffle = shuffle
         self.data = data
         self.batch_size = batch_size
         self.make = make
@@ -272,6 +274,7 @@ class ShuffledBatches:
         position_source: returns how many batches of the current epoch the trainer has taken
             for training steps; with it, :meth:`state_dict` never counts a batch that a fetcher
             drew ahead (Lightning does not when, as here, the loader has a length).
+        shuffle: false keeps ``rows`` in their order every epoch (augmentation is still drawn).
     """
 
     def __init__(
@@ -285,8 +288,10 @@ class ShuffledBatches:
         position_source: Callable[[], int | None] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        shuffle: bool = True,
     ):
         _check_share(rank, world_size)
+        self.shuffle = shuffle
         self.data = data
         self.batch_size = batch_size
         self.make = make
@@ -326,7 +331,7 @@ class ShuffledBatches:
         generator (the same on any device), moved to the data's device in one copy each."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         n = self.num_samples
-        order = self.rows[torch.randperm(n, generator=generator)]
+        order = self.rows[torch.randperm(n, generator=generator)] if self.shuffle else self.rows
         shifts = flips = None
         if self.make.max_shift > 0:
             shifts = torch.randint(0, 2 * self.make.max_shift + 1, (n, 2), generator=generator)

@@ -92,10 +92,13 @@ class EpochTimer(Callback):
         epoch_s = time.perf_counter() - self._started
         train_s = max(epoch_s - self._val_s, 1e-9)
         pl_module.log("time/epoch_s", epoch_s, on_step=False, on_epoch=True)
-        # Under DDP each process counts its own share: the sum is the run's throughput.
-        pl_module.log(
-            "time/img_per_s", self._images / train_s, on_epoch=True, sync_dist=True, reduce_fx="sum"
-        )
+        # Under DDP each process counts its own share: the sum is the run's throughput. Summed
+        # here, by every process at this hook, and logged as a plain value: with sync_dist,
+        # Lightning would sum when the value is first read, and the progress bar reads it on
+        # process 0 alone (a collective the other processes never join).
+        rate = torch.tensor(self._images / train_s, device=pl_module.device)
+        total = trainer.strategy.reduce(rate, reduce_op="sum")
+        pl_module.log("time/img_per_s", total, on_step=False, on_epoch=True)
         self._started = None
 
 

@@ -8,12 +8,14 @@ evaluation, metrics and logging live here once. The optimizer and the scheduler 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric
@@ -22,6 +24,14 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from lightning_models.errors import DivergedError, LabError
 
 STAGES = ("train", "val", "test")
+
+# The lab logs epoch values that are already the same on every DDP process (_log_epoch):
+# Lightning's advice to add sync_dist=True would only start another collective.
+warnings.filterwarnings(
+    "ignore",
+    message=r"It is recommended to use `self\.log\('(train|val|test|time)/",
+    category=PossibleUserWarning,
+)
 
 
 class ImageClassifier(L.LightningModule):
@@ -113,12 +123,23 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _log_epoch(self, stage: str) -> None:
-        """The epoch's mean loss and accuracy over its images; Lightning computes (and under DDP
-        syncs) the Metric objects, then resets them for the next epoch."""
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log the epoch's mean loss and accuracy over its images, and return them.
+
+        The Metric objects are computed here (under DDP a collective, run by every process at
+        this same hook) and logged as plain values, the same on every process. Logged as Metric
+        objects (or with ``sync_dist``), Lightning would compute them when they are first read,
+        and the progress bar reads them on process 0 alone: a collective the other processes
+        never join, which aborted gloo runs and hangs NCCL ones.
+        """
         self._sums[stage].move_to(self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"])
+        values = {}
         for name in ("loss", "acc"):
-            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=True)
+            metric = self.metrics[f"{stage}_{name}"]
+            values[name] = metric.compute()
+            metric.reset()
+            self.log(f"{stage}/{name}", values[name], prog_bar=True)
+        return values
 
     def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, y = batch
@@ -141,7 +162,9 @@ class ImageClassifier(L.LightningModule):
             if self._regularized:
                 # e.g. report 002's L2 on chosen layers only, which weight_decay cannot express
                 penalty = self.net.regularization(x.shape[0])
-                self.log("train/l2", penalty, on_step=False, on_epoch=True, sync_dist=True)
+                # no sync_dist (see _log_epoch): the weights, hence the penalty, are the same
+                # on every DDP process
+                self.log("train/l2", penalty, on_step=False, on_epoch=True)
                 loss = loss + penalty
         self._sums["train"].add(loss, out.argmax(dim=1), y)
         return loss
@@ -241,10 +264,10 @@ class ImageClassifier(L.LightningModule):
         if self.trainer.sanity_checking:
             self._sums["val"].reset()
             return
-        self._log_epoch("val")
-        self.val_acc_best(self.metrics["val_acc"].compute())
-        # The same value on every process (from synced metrics): sync_dist only says so.
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        acc = self._log_epoch("val")["acc"]
+        self.val_acc_best(acc)
+        # The same value on every process, from synced metrics (no sync_dist: see _log_epoch).
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

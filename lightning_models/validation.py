@@ -39,6 +39,9 @@ def check_config(cfg: DictConfig) -> None:
         raise LabError(
             f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (a run's checkpoints/)"
         )
+    existing = cfg.get("existing_run", "fresh")
+    if existing not in ("fresh", "continue"):
+        raise LabError(f"existing_run={existing!r} is not allowed; use fresh or continue")
     epochs = cfg.trainer.get("max_epochs")
     if epochs is not None and not (isinstance(epochs, int) and (epochs >= 1 or epochs == -1)):
         raise LabError(

@@ -41,7 +41,9 @@ class KillAt(L.Callback):
     ``step + 1``), ``validation_epoch`` (at the start of that epoch's validation, not the sanity
     check) or ``epoch_start`` (at the start of that training epoch, right after the previous
     epoch's checkpoint). ``once`` is a file created just before the kill; while it exists the
-    callback does nothing, so the resumed run can keep the very same overrides. The loggers are
+    callback does nothing, so the resumed run can keep the very same overrides. ``steps`` (a
+    list) kills at each of those steps in turn, once each (``once`` then names one file per
+    step, ``<once>.<step>``): a run resumed again and again with the same overrides. The loggers are
     flushed first (``flush``): the worst case for what was logged after the last checkpoint,
     which is then on disk; without, what they held back since the checkpoint is lost.
     """
@@ -53,24 +55,29 @@ class KillAt(L.Callback):
         validation_epoch: int | None = None,
         epoch_start: int | None = None,
         flush: bool = True,
+        steps: list[int] | None = None,
     ):
         self.once = Path(once)
+        self.steps = list(steps or [])
         self.flush = flush
         self.step = step
         self.validation_epoch = validation_epoch
         self.epoch_start = epoch_start
 
-    def _kill(self, trainer: L.Trainer) -> None:
-        if self.once.exists():
+    def _kill(self, trainer: L.Trainer, once: Path | None = None) -> None:
+        once = once or self.once
+        if once.exists():
             return
         for logger in trainer.loggers if self.flush else ():
             logger.save()
-        self.once.touch()
+        once.touch()
         os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.step is not None and trainer.global_step == self.step:
             self._kill(trainer)
+        if trainer.global_step in self.steps:
+            self._kill(trainer, self.once.with_name(f"{self.once.name}.{trainer.global_step}"))
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.current_epoch == self.validation_epoch:

@@ -28,8 +28,15 @@ from tests.conftest import FAST, ROOT, compose_train
 from tests.test_cli import run_train
 from train import resume_if_requeued, train
 
-# FAST without its one-CPU-device trainer, so that trainer=ddp_cpu keeps its 2 processes.
-SMALL = [o for o in FAST if not o.startswith(("trainer.accelerator", "trainer.devices"))]
+# FAST without its one-CPU-device trainer, so that trainer=ddp_cpu keeps its 2 processes, and
+# with the default callbacks, progress bar included: process 0's bar reads the epoch's metrics
+# alone, which once started a collective the other process never joined (gloo aborted).
+SMALL = [
+    o
+    for o in FAST
+    if not o.startswith(("trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar"))
+    and o != "~callbacks.progress_bar"
+]
 
 
 def job_dirs(sweep: Path) -> list[Path]:

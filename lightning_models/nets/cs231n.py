@@ -37,7 +37,16 @@ class TwoLayerFC(nn.Module):
 
 
 class ThreeLayerConvNet(nn.Module):
-    """Two convolutions and one Linear layer; 170,906 parameters on 3x32x32 with 10 classes."""
+    """Two convolutions and one Linear layer; 170,906 parameters on 3x32x32 with 10 classes.
+
+    Report 003 builds this network three times, and the three differ:
+
+    * Part II (barebones): Kaiming-normal weights, zero biases (``zero_bias=True``);
+    * Part III (Module API): Kaiming-normal weights, PyTorch's default biases (the defaults here);
+    * Part IV (Sequential API): no ReLU after the first convolution and PyTorch's default init
+      throughout, exactly as its ``nn.Sequential`` is printed (``relu_after_conv1=False``,
+      ``kaiming=False``).
+    """
 
     def __init__(
         self,
@@ -46,17 +55,27 @@ class ThreeLayerConvNet(nn.Module):
         num_classes: int,
         channel_1: int = 32,
         channel_2: int = 16,
+        relu_after_conv1: bool = True,
+        kaiming: bool = True,
+        zero_bias: bool = False,
     ):
         super().__init__()
         require_input("three_layer_convnet", (3, 32), in_channels, image_size)
         self.conv1 = nn.Conv2d(in_channels, channel_1, kernel_size=5, padding=2)
         self.conv2 = nn.Conv2d(channel_1, channel_2, kernel_size=3, padding=1)
         self.relu = nn.ReLU()
+        self.relu_after_conv1 = relu_after_conv1
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(channel_2 * 32 * 32, num_classes)
-        initialize(self, "kaiming_normal", ["Conv2d", "Linear"])
+        if kaiming:
+            initialize(self, "kaiming_normal", ["Conv2d", "Linear"])
+        if zero_bias:
+            for layer in (self.conv1, self.conv2, self.fc):
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x):
-        x = self.relu(self.conv1(x))
+        x = self.conv1(x)
+        if self.relu_after_conv1:
+            x = self.relu(x)
         x = self.relu(self.conv2(x))
         return self.fc(self.flatten(x))
