@@ -65,6 +65,22 @@ log = logging.getLogger("train")
 OmegaConf.register_new_resolver("lab.pid", os.getpid, replace=True, use_cache=True)
 
 
+def slurm_tasks(devices: Any) -> int:
+    """SLURM tasks per node for ``trainer.devices``: one per device (SLURM starts the DDP
+    processes), one where the trainer picks its devices itself (``auto``)."""
+    return devices if isinstance(devices, int) and not isinstance(devices, bool) else 1
+
+
+def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
+    """GPUs per node to ask SLURM for: the trainer's devices when they are GPUs, else none (the
+    default trainer and trainer=cpu run on the node's CPUs)."""
+    return slurm_tasks(devices) if str(accelerator) in ("gpu", "cuda") else None
+
+
+OmegaConf.register_new_resolver("lab.slurm_tasks", slurm_tasks, replace=True)
+OmegaConf.register_new_resolver("lab.slurm_gpus", slurm_gpus, replace=True)
+
+
 def instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
     if not group:

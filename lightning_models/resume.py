@@ -135,6 +135,7 @@ class RequeueBetweenBatches(L.Callback):
     def __init__(self, signum: int) -> None:
         self.signum = signum
         self._handler: Callable[[int, object], object] | None = None
+        self._sigterm: Callable[[int, object], object] | None = None
         self._received = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -144,6 +145,18 @@ class RequeueBetweenBatches(L.Callback):
         if callable(handler) and threading.current_thread() is threading.main_thread():
             self._handler = handler
             signal.signal(self.signum, self._note)
+            sigterm = signal.getsignal(signal.SIGTERM)
+            self._sigterm = sigterm if callable(sigterm) else None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # SLURM sends SIGTERM first when it preempts a job, then submitit's signal; submitit
+        # bypasses the SIGTERM and requeues on its own signal. Lightning, which sets its SIGTERM
+        # handler after on_fit_start, would instead end the fit at the next batch (its
+        # SIGTERMException) before submitit's signal arrives, and the job would fail instead
+        # of being requeued: submitit's handler is put back for the fit (Lightning restores the
+        # handlers it replaced when the fit ends).
+        if self._sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._sigterm)
 
     def _note(self, signum: int, frame: object) -> None:
         log.warning("Signal %s received: acted on at the next batch boundary", signum)

@@ -110,7 +110,8 @@ def check_sweep(config: DictConfig) -> None:
     of devices to ask for, and an Optuna search a metric that every trial reports."""
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
     if launcher.endswith("SlurmLauncher"):
-        for key in ("devices", "num_nodes"):
+        gpus = str(config.trainer.get("accelerator")) in ("gpu", "cuda")
+        for key in ("devices", "num_nodes") if gpus else ("num_nodes",):
             value = config.trainer.get(key, 1)
             if not (_is_whole(value) and value >= 1):
                 raise LabError(
