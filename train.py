@@ -32,7 +32,6 @@ from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
@@ -54,7 +53,14 @@ from lightning_models.resume import (
 )
 from lightning_models.run_config import config_of_checkpoint
 from lightning_models.runtime import prepare_process
-from lightning_models.validation import build_data_and_model, check_config, check_devices
+from lightning_models.validation import (
+    build_callbacks,
+    build_data_and_model,
+    build_loggers,
+    build_trainer,
+    check_config,
+    check_devices,
+)
 
 log = logging.getLogger("train")
 
@@ -79,13 +85,6 @@ def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
 
 OmegaConf.register_new_resolver("lab.slurm_tasks", slurm_tasks, replace=True)
 OmegaConf.register_new_resolver("lab.slurm_gpus", slurm_gpus, replace=True)
-
-
-def instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a callbacks/logger group that has a ``_target_``."""
-    if not group:
-        return []
-    return [build(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def hparams_to_log(cfg: DictConfig) -> dict[str, Any]:
@@ -133,17 +132,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("callbacks") and "model_checkpoint" in cfg.callbacks:
             with open_dict(cfg):
                 cfg.callbacks.model_checkpoint.monitor = None
-    callbacks = instantiate_all(cfg.get("callbacks"))
-    if cfg.trainer.get("enable_progress_bar") is False:
-        # The bar is a callback here (for its refresh rate), which Lightning refuses beside
-        # enable_progress_bar=false: the switch alone turns it off.
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks = build_callbacks(cfg)
     if _under_submitit():
         callbacks.append(RequeueBetweenBatches(_submitit_requeue_signal()))
-    loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = build(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_overrides
-    )
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks, loggers, **trainer_overrides)
 
     hparams = hparams_to_log(cfg)
     for logger in loggers:

@@ -270,6 +270,12 @@ class ImageClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def configure_optimizers(self):
+        return self.optimizers_for(lambda: self.trainer.estimated_stepping_batches)
+
+    def optimizers_for(self, total_steps: Callable[[], int | float]):
+        """The optimizer on this model's parameters and the scheduler on that optimizer, as
+        ``configure_optimizers`` returns them; ``total_steps`` gives a one-cycle schedule its
+        length when the config does not (the checks before a run pass a stand-in)."""
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_config is None:
             return optimizer
@@ -279,7 +285,7 @@ class ImageClassifier(L.LightningModule):
             make.keywords
         ):
             # One cycle spans the whole run, which only the trainer knows.
-            make = partial(make, total_steps=self.trainer.estimated_stepping_batches)
+            make = partial(make, total_steps=total_steps())
         lr_scheduler["scheduler"] = make(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
 

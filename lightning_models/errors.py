@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -35,3 +37,27 @@ def build(node: Any, **kwargs: Any) -> Any:
         if cause is None:
             raise
         raise cause from None
+
+
+@contextlib.contextmanager
+def reported_as(what: str, fix: str) -> Iterator[None]:
+    """Any exception raised inside becomes a LabError: one sentence naming ``what`` (the config
+    key, its choice, or the file) with the library's own message, and ``fix``, what to do.
+
+    For the parts of a run built before its folder is made (lightning_models/validation.py):
+    whatever a library refuses, the user reads which key it came from, not a stack trace.
+    """
+    try:
+        yield
+    except LabError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the point: any library's refusal, named
+        raise LabError(f"{what} cannot be used: {library_message(err)}; {fix}") from err
+
+
+def library_message(err: BaseException) -> str:
+    """The innermost cause's message, on one line (Hydra wraps what a _target_ raises)."""
+    while err.__cause__ is not None and isinstance(err, InstantiationException):
+        err = err.__cause__
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.rstrip(".")

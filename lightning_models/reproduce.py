@@ -321,13 +321,52 @@ def pending(rows: list[Row], seeds: int, settings: Settings) -> list[tuple[Row, 
     ]
 
 
+def multirun_folder(rows: list[Row], settings: Settings) -> Path:
+    sweep = rows[0].sweep
+    folder = settings.runs / sweep.report.number / sweep.id
+    return folder if len(sweep.keys) == 1 else folder / rows[0].id
+
+
+def collect(rows: list[Row], folder: Path, settings: Settings) -> None:
+    """Results of the finished jobs of a multirun folder. Which row and seed a job ran is read
+    from its own ``.hydra/overrides.yaml`` (Hydra numbers jobs in an order of its own)."""
+    sweep = rows[0].sweep
+    jobs = [p for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    for job in jobs:
+        try:
+            saved = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            continue
+        given = dict(str(o).split("=", 1) for o in saved if "=" in str(o))
+        row = next((r for r in rows if _same_row(r, given)), None)
+        if row is None or "seed" not in given:
+            continue
+        seed = int(given["seed"])
+        jpeg = sweep.data == "cifar10" and settings.cifar_dir is not None
+        result = make_result(job, row, seed, settings.quick, jpeg, settings.results)
+        if result is not None:
+            path = result_path(settings.results, row, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _same_row(row: Row, given: dict[str, str]) -> bool:
+    for key, value in zip(row.sweep.keys, row.values, strict=True):
+        if key not in given:
+            return False
+        if given[key] != str(value):
+            try:
+                if float(given[key]) != float(value):
+                    return False
+            except ValueError:
+                return False
+    return True
+
+
 def run_multirun(rows: list[Row], seeds: int, settings: Settings) -> int:
     """Launch one multirun of train.py for ``rows`` over ``seeds`` seeds; collect its results."""
     sweep = rows[0].sweep
-    folder = settings.runs / sweep.report.number / sweep.id
-    if len(sweep.keys) != 1:
-        folder = folder / rows[0].id
-    # seed first: a job's number is then seed * len(rows) + row, whatever --seeds says later
+    folder = multirun_folder(rows, settings)
     args = [f"seed={','.join(str(s) for s in range(seeds))}"]
     if len(sweep.keys) == 1:
         args.append(f"{sweep.keys[0]}={','.join(str(r.values[0]) for r in rows)}")
@@ -353,40 +392,57 @@ def run_multirun(rows: list[Row], seeds: int, settings: Settings) -> int:
         out.write(" ".join(command) + "\n")
         out.flush()
         code = subprocess.call(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    for num in range(seeds * len(rows)):
-        seed, row = divmod(num, len(rows))
-        jpeg = sweep.data == "cifar10" and settings.cifar_dir is not None
-        result = make_result(
-            folder / str(num), rows[row], seed, settings.quick, jpeg, settings.results
-        )
-        if result is not None:
-            path = result_path(settings.results, rows[row], seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=1) + "\n")
+    collect(rows, folder, settings)
     return code
 
 
-def estimate_s(row: Row, seeds: int, settings: Settings) -> float | None:
-    """Estimated seconds for a row's pending jobs: their epochs times the seconds per epoch
-    measured so far in the row's sweep, else in its report (None before any job of the report
-    has finished)."""
-    todo = sum(1 for s in range(seeds) if read_result(settings.results, row, s) is None)
-    if not todo:
-        return 0.0
-    for scope in (row.sweep.rows, [r for sw in row.sweep.report.sweeps for r in sw.rows]):
+_EPOCHS: dict[tuple[str, ...], int] = {}
+
+
+def planned_epochs(row: Row) -> int:
+    """The row's trainer.max_epochs, from its composed config (cached)."""
+    overrides = [f"experiment={row.sweep.experiment}", *row.sweep.overrides, *row.overrides]
+    key = tuple(overrides)
+    if key not in _EPOCHS:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        import datamodules  # noqa: F401  (the resolvers the data configs use)
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            cfg = compose(config_name="train", overrides=overrides)
+        _EPOCHS[key] = int(cfg.trainer.max_epochs)
+        GlobalHydra.instance().clear()
+    return _EPOCHS[key]
+
+
+def seconds_per_epoch(row: Row, results: Path) -> float | None:
+    """Wall seconds per epoch measured so far in the row itself, else its sweep, else its report
+    (the median over runs; None before any of them finished): what estimates use."""
+    report = [r for sweep in row.sweep.report.sweeps for r in sweep.rows]
+    for scope in ([row], row.sweep.rows, report):
         known = [
             r
             for other in scope
-            for s in range(seeds_of(other, settings))
-            if (r := read_result(settings.results, other, s)) and r.get("wall_s")
+            for s in range(max(other.seeds, 10))
+            if (r := read_result(results, other, s)) and r.get("wall_s")
         ]
         if known:
-            per_epoch = statistics.median(r["wall_s"] / max(1, r["epochs"] or 1) for r in known)
-            epochs = row.value_of("trainer.max_epochs") or statistics.median(
-                r["epochs"] for r in known
-            )
-            return todo * per_epoch * float(epochs)
+            return statistics.median(r["wall_s"] / max(1, r["epochs"] or 1) for r in known)
     return None
+
+
+def estimate_s(row: Row, seeds: int, settings: Settings) -> float | None:
+    """Estimated seconds for a row's pending jobs (None when nothing comparable was timed)."""
+    todo = sum(1 for s in range(seeds) if read_result(settings.results, row, s) is None)
+    if not todo:
+        return 0.0
+    per_epoch = seconds_per_epoch(row, settings.results)
+    if per_epoch is None:
+        return None
+    epochs = 1 if settings.quick else planned_epochs(row)
+    return todo * per_epoch * epochs
 
 
 def run_suite(reports: list[Report], settings: Settings) -> None:
@@ -399,6 +455,7 @@ def run_suite(reports: list[Report], settings: Settings) -> None:
     ]
     started = time.monotonic()
     for i, (rows, seeds) in enumerate(plan, start=1):
+        collect(rows, multirun_folder(rows, settings), settings)  # e.g. results deleted
         todo = pending(rows, seeds, settings)
         sweep = rows[0].sweep
         name = f"{sweep.report.number}/{sweep.id}" + (
@@ -488,9 +545,16 @@ def fmt_reported(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
-def fmt_measured(m: Measured) -> str:
+def fmt_measured(m: Measured, row: Row | None = None, results: Path | None = None) -> str:
     if not m.n:
-        return "not run yet"
+        if row is None or results is None or not row.sweep.available:
+            return "not run yet"
+        per_epoch = seconds_per_epoch(row, results)
+        epochs = planned_epochs(row)
+        if per_epoch is None:
+            return f"not run yet ({epochs} epochs x {row.seeds} seeds)"
+        cost = fmt_seconds(per_epoch * epochs * row.seeds)
+        return f"not run yet (estimate: {epochs} epochs x {row.seeds} seeds, about {cost})"
     diverged = sum(r["status"] == "diverged" for r in m.results)
     text = f"{m.mean:.2f}" if m.n == 1 else f"{m.mean:.2f} ± {m.std:.2f}"
     text += f" (n={m.n}" + (f": {', '.join(f'{a:.2f}' for a in m.accs)}" if m.n > 1 else "") + ")"
@@ -500,10 +564,12 @@ def fmt_measured(m: Measured) -> str:
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "—"
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def row_line(row: Row, m: Measured, jpeg: bool) -> str:
+def row_line(row: Row, m: Measured, results: Path) -> str:
     epochs = sorted({r["epochs"] for r in m.results if r.get("epochs") is not None})
     spe = [r["s_per_epoch"] for r in m.results if r.get("s_per_epoch")]
     wall = [r["wall_s"] for r in m.results if r.get("wall_s")]
@@ -511,7 +577,7 @@ def row_line(row: Row, m: Measured, jpeg: bool) -> str:
     cells = [
         row.setting + (" **(shortened: --quick)**" if quick else ""),
         fmt_reported(row.reported),
-        fmt_measured(m),
+        fmt_measured(m, row, results),
         "/".join(map(str, epochs)) or "—",
         f"{statistics.median(spe):.2f}" if spe else "—",
         fmt_seconds(statistics.mean(wall) if wall else None),
@@ -660,7 +726,7 @@ def write_document(
                 rows_done += bool(m.n)
                 jobs += m.n
                 total_s += sum(r.get("wall_s") or 0 for r in m.results)
-                body.append(row_line(row, m, jpeg))
+                body.append(row_line(row, m, results))
             notes = [f"- {row.setting}: {row.note.strip()}" for row in sweep.rows if row.note]
             if notes:
                 body += ["", *notes]

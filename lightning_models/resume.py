@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from lightning_models.checkpoints import ModelCheckpoint
-from lightning_models.errors import LabError
+from lightning_models.errors import LabError, reported_as
 
 log = logging.getLogger("resume")
 
@@ -240,7 +240,11 @@ def run_dir_of(ckpt: Path) -> Path | None:
 
 
 def load_checkpoint(ckpt: Path) -> dict[str, Any]:
-    return torch.load(ckpt, map_location="cpu", weights_only=True)
+    """The checkpoint's contents; a file torch cannot read (a copy cut short, a full disk) is
+    a LabError naming it, with torch's message."""
+    fix = "give a whole checkpoint of a run (a copy cut short or a full disk leaves a damaged one)"
+    with reported_as(f"ckpt_path={ckpt}", fix):
+        return torch.load(ckpt, map_location="cpu", weights_only=True)
 
 
 def check_resumable(checkpoint: dict[str, Any], model: L.LightningModule, ckpt: Path) -> None:

@@ -10,7 +10,10 @@ sweep's first job it runs ``check_sweep`` (what the launcher or the Optuna searc
 
 from __future__ import annotations
 
+import copy
+import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.experimental.callback import Callback
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_models.errors import LabError, build
-from lightning_models.resume import LAST, find_last_checkpoint
+from lightning_models.errors import LabError, build, reported_as
+from lightning_models.resume import LAST, check_resumable, find_last_checkpoint, load_checkpoint
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -90,19 +94,113 @@ def _is_number(value: Any) -> bool:
 
 def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     """The run's datamodule, its data found, verified and split, and its model."""
-    datamodule: L.LightningDataModule = build(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule, build(cfg.model)
+    with reported_as(f"data={_choice('data', cfg.data)}", "check the values under data."):
+        datamodule: L.LightningDataModule = build(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    with reported_as(f"model={_choice('model', cfg.model.net)}", "check the values under model."):
+        model = build(cfg.model)
+    return datamodule, model
 
 
-def _check_something_to_resume(config: DictConfig) -> None:
-    """``ckpt_path=last`` with no run of the same overrides to resume fails before a folder is
-    made (train.py resolves it again, for runs started without this callback)."""
-    if str(config.get("ckpt_path")) != LAST:
-        return
-    overrides = list(config.hydra.overrides.task) if "hydra" in config else []
-    find_last_checkpoint(Path(config.paths.log_dir) / config.task_name / "runs", overrides)
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The run's callbacks (the progress bar left out when trainer.enable_progress_bar=false:
+    it is a callback here, for its refresh rate, which Lightning refuses beside the switch)."""
+    callbacks = [
+        c
+        for name, node in _targets(cfg.get("callbacks"))
+        if (c := _built(node, f"callbacks.{name}", f"fix it, or leave it out: ~callbacks.{name}"))
+    ]
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [
+        _built(node, f"logger.{name}", "fix it, or choose another: logger=tensorboard")
+        for name, node in _targets(cfg.get("logger"))
+    ]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **overrides: Any) -> L.Trainer:
+    with reported_as("trainer", "check the values under trainer. (conf/trainer/)"):
+        return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def check_run_can_be_built(cfg: DictConfig) -> None:
+    """Build every part of the run from ``cfg`` once, before its folder exists: data, model,
+    loss (on a pair of logits), optimizer on the model's parameters, scheduler on it,
+    callbacks, loggers and the Trainer, and read the checkpoint to resume; check that the run's
+    folder can be written. Whatever a library refuses is one sentence naming the key."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None:  # `last` with nothing to resume says so before anything is built
+        ckpt = _resolve_last(cfg) if str(ckpt) == LAST else Path(str(ckpt)).expanduser()
+    _, model = build_data_and_model(cfg)
+    with reported_as(f"loss={_choice('loss', cfg.loss)}", "check the values under loss."):
+        classes = int(model.hparams.get("num_classes", 10))
+        model.criterion(torch.zeros(2, classes), torch.zeros(2, dtype=torch.long))
+    optimizer = f"optimizer={_choice('optimizer', cfg.optimizer)}"
+    with reported_as(optimizer, "check the values under optimizer."):
+        model.optimizer_factory(params=model.parameters())
+    with reported_as(f"scheduler={_choice('scheduler', cfg.scheduler)}", "check scheduler."):
+        model.optimizers_for(lambda: 1)
+    callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
+    logger = logging.getLogger("lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the run's own Trainer says what devices it found
+    try:
+        build_trainer(cfg, callbacks, loggers)
+    finally:
+        logger.setLevel(level)
+    if ckpt is not None:
+        check_resumable(load_checkpoint(ckpt), model, ckpt)
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None) or cfg.paths.log_dir
+    check_writable(Path(str(run_dir)), f"paths.log_dir={cfg.paths.log_dir}")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """A LabError when ``folder`` could not be made and written (tried, not judged by mode
+    bits, which root ignores): nearest existing parent not a folder, read-only, no space."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    with reported_as(what, "give a folder that can be written"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file, not a folder")
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+
+
+def _targets(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
+    return [
+        (str(name), node)
+        for name, node in (group or {}).items()
+        if isinstance(node, DictConfig) and "_target_" in node
+    ]
+
+
+def _built(node: DictConfig, key: str, fix: str) -> Any:
+    with reported_as(key, fix):
+        return build(node)
+
+
+def _choice(group: str, node: Any) -> str:
+    """The group's choice as typed (``loss=cross_entropy_smoothed``), else its target's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    root = node._get_root() if isinstance(node, DictConfig) else None
+    choice = OmegaConf.select(root, f"hydra.runtime.choices.{group}") if root else None
+    if not choice and HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+    if choice:
+        return str(choice)
+    target = node.get("_target_", "") if isinstance(node, DictConfig) else ""
+    return str(target).rsplit(".", 1)[-1] or "?"
+
+
+def _resolve_last(cfg: DictConfig) -> Path:
+    overrides = list(cfg.hydra.overrides.task) if "hydra" in cfg else []
+    return find_last_checkpoint(Path(cfg.paths.log_dir) / cfg.task_name / "runs", overrides)
 
 
 def check_sweep(config: DictConfig) -> None:
@@ -139,8 +237,16 @@ def _exit_on_lab_error(check: Callable[[DictConfig], None], config: DictConfig) 
 
 def _single_run_checks(config: DictConfig) -> None:
     check_config(config)
-    _check_something_to_resume(config)
-    build_data_and_model(config)
+    # The parts are built as the run will build them, so `${paths.output_dir}` (Hydra's
+    # runtime.output_dir, set when Hydra makes the folder) must resolve: to the folder the run
+    # will have. Nothing is created there; Hydra sets its own config again for the run.
+    from hydra.core.hydra_config import HydraConfig
+
+    planned = copy.deepcopy(config)
+    with open_dict(planned):
+        planned.hydra.runtime.output_dir = str(Path(str(planned.hydra.run.dir)).absolute())
+    HydraConfig.instance().set_config(planned)
+    check_run_can_be_built(planned)
 
 
 class ValidateBeforeRun(Callback):

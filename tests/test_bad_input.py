@@ -3,6 +3,7 @@ sentence saying what was wrong (no stack trace), before anything is written: no 
 checkpoint and no event file either."""
 
 import pytest
+import torch
 
 from tests.conftest import GENERATED
 from tests.test_cli import run_train
@@ -32,18 +33,39 @@ CASES = [
     (["ckpt_path=last"], "ckpt_path=last found nothing to resume", "generated"),
     (["data=imagefolder"], "data.root is not set", "generated"),
     (["data=imagefolder", "data.root={empty}"], "has no class sub-folders", "generated"),
+    # Values only the library can judge: it refuses them, the lab names the key.
+    (["loss.label_smoothing=2", SMALL_VAL], "loss=cross_entropy cannot be used: label_smoothing "
+                                            "must be between 0.0 and 1.0", "generated"),
+    (["optimizer.betas=[2,0.999]", SMALL_VAL], "optimizer=adam cannot be used: Invalid beta "
+                                               "parameter at index 0: 2", "generated"),
+    (["+trainer.precision=sideways", SMALL_VAL], "trainer cannot be used: Precision 'sideways' is "
+                                                "invalid", "generated"),
+    (["callbacks.model_checkpoint.mode=sideways", SMALL_VAL],
+     "callbacks.model_checkpoint cannot be used: ", "generated"),
+    (["ckpt_path={truncated}", SMALL_VAL], "cannot be used: PytorchStreamReader failed reading zip "
+                                           "archive", "generated"),
+    (["paths.log_dir={file}/logs", SMALL_VAL],
+     "paths.log_dir={file}/logs cannot be used: {file} is a file, not a folder", "generated"),
 ]  # fmt: skip
 
 
-def test_at_least_fifteen_cases():
-    assert len(CASES) >= 15
+def test_at_least_twenty_cases():
+    assert len(CASES) >= 20
 
 
 @pytest.mark.parametrize(("args", "sentence", "data"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_bad_input_is_rejected_before_training(data_dir, tmp_path, args, sentence, data):
     empty = tmp_path / "empty"
     empty.mkdir()
-    args = [a.format(empty=empty) for a in args]
+    # a checkpoint cut short, as a full disk or an interrupted copy leaves it
+    truncated = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    places = {"empty": empty, "truncated": truncated, "file": a_file}
+    args = [a.format(**places) for a in args]
+    sentence = sentence.format(**places)
     if "data.verify_checksums=true" not in args and not any(a.startswith("data=") for a in args):
         args.append(GENERATED)  # generated files are no original copy
     logs = tmp_path / "logs"

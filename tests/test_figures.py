@@ -36,8 +36,9 @@ from lightning_models.figures import (
     shade,
     text_image,
 )
+from lightning_models.validation import build_callbacks
 from tests.conftest import FAST, compose_train
-from train import instantiate_all, train
+from train import train
 
 FASHION = [
     "T-shirt/top",
@@ -234,7 +235,7 @@ def test_test_figures_collect_nothing_without_tensorboard(tmp_path):
 
 def test_each_callback_config_instantiates():
     cfg = compose_train(["callbacks=[epoch_timer,tensorboard_layout,test_figures]"])
-    built = {type(c) for c in instantiate_all(cfg.callbacks)}
+    built = {type(c) for c in build_callbacks(cfg)}
     assert built == {EpochTimer, TensorBoardLayout, TestFigures}
     assert build(cfg.callbacks.test_figures).max_images == 64
 
