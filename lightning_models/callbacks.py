@@ -5,6 +5,8 @@
   so overfitting shows at a glance.
 - :class:`TestFigures`: after ``trainer.test``, the confusion matrix, per-class accuracy, macro
   F1 and grids of correctly and wrongly classified test images.
+- :class:`TestLossEachEpoch`: the test set's loss after every training epoch, as report 002
+  drew it (not a default: it only shows, nothing is chosen on it).
 
 Each is a ``conf/callbacks/<name>.yaml`` entry; the drawing itself is in
 :mod:`lightning_models.figures`.
@@ -103,6 +105,40 @@ class EpochTimer(Callback):
 
 
 # --- custom scalars layout ---------------------------------------------------------------------
+
+
+class TestLossEachEpoch(Callback):
+    """Logs ``test_curve/loss`` and ``test_curve/acc``, the test set's mean loss and accuracy,
+    after every training epoch: report 002 drew its train and test losses side by side this
+    way. Nothing is selected on these figures (checkpoints keep following ``val/acc``), and the
+    net runs in eval mode without drawing random numbers, so training is the same with it as
+    without. Under DDP each process evaluates its share and the sums are added up.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        device = pl_module.device
+        sums = torch.zeros(3, device=device)  # loss x images, correct, images
+        with torch.no_grad():
+            for x, y in datamodule.test_dataloader():
+                x, y = x.to(device), y.to(device)
+                out = pl_module(x)
+                sums += torch.stack(
+                    [
+                        pl_module.criterion(out, y) * len(y),
+                        (out.argmax(dim=1) == y).sum(),
+                        torch.tensor(float(len(y)), device=device),
+                    ]
+                )
+        pl_module.train(was_training)
+        total = trainer.strategy.reduce(sums, reduce_op="sum")  # every process, at this hook
+        images = max(float(total[2]), 1.0)
+        pl_module.log("test_curve/loss", total[0] / images, on_step=False, on_epoch=True)
+        pl_module.log("test_curve/acc", total[1] / images, on_step=False, on_epoch=True)
 
 
 def overfitting_layout(category: str = "train vs val") -> dict[str, dict[str, list]]:

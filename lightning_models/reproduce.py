@@ -53,7 +53,7 @@ QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit
 # Every job of the suite: no progress bar in the logs; continue what a folder already holds.
 SUITE = ("existing_run=continue", "trainer.enable_progress_bar=false")
 CIFAR_JPEG_LABEL = "CIFAR-10 (JPEG q75)"
-CURVES = ("train/loss", "val/loss")
+CURVES = ("train/loss", "val/loss", "test_curve/loss")
 
 
 class ReproduceError(Exception):
@@ -669,9 +669,11 @@ def plot_sweep(sweep: Sweep, results: Path, figures: Path) -> list[Path]:
             color = f"C{k % 10}"
             train = r["curves"]["train/loss"]
             ax.plot(range(1, len(train) + 1), train, "-", color=color, label=f"{row.setting} train")
-            val = r["curves"].get("val/loss")
-            if val:
-                ax.plot(range(1, len(val) + 1), val, ":", color=color, label=f"{row.setting} val")
+            for tag, style, name in (("val/loss", ":", "val"), ("test_curve/loss", "--", "test")):
+                points = r["curves"].get(tag)
+                if points:
+                    ax.plot(range(1, len(points) + 1), points, style, color=color,
+                            label=f"{row.setting} {name}")  # fmt: skip
         made.append(_save(fig, ax, sweep, figures, "curves", "epoch", "mean loss (seed 0)"))
     return made
 

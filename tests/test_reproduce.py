@@ -192,3 +192,31 @@ def test_report_003s_three_convnets():
     with torch.no_grad():
         expected = sequential.fc(sequential.relu(sequential.conv2(sequential.conv1(x))).flatten(1))
         assert torch.allclose(sequential(x), expected)
+
+
+def test_test_loss_each_epoch_is_logged_and_changes_no_weight(data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.conftest import FAST
+    from train import train
+
+    composed = compose_train(["callbacks=[default,test_curve]"])
+    assert composed.callbacks.test_curve._target_.endswith("TestLossEachEpoch")
+    states = {}
+    for name, extra in (("with", ["callbacks=[default,test_curve]"]), ("without", [])):
+        out = tmp_path / name
+        cfg = compose_train(
+            [f"paths.data_dir={data_dir}", f"paths.output_dir={out}", *FAST, *extra,
+             "model=fcn", "trainer.max_epochs=2", "trainer.deterministic=true"]
+        )  # fmt: skip
+        train(cfg)
+        states[name] = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+        if name == "with":
+            events = EventAccumulator(str(out / "tensorboard"))
+            events.Reload()
+            losses = events.Scalars("test_curve/loss")
+            accs = events.Scalars("test_curve/acc")
+            assert len(losses) == len(accs) == 2  # one point per epoch
+            assert all(0 < e.value < 10 for e in losses) and all(0 <= e.value <= 1 for e in accs)
+    for key, value in states["with"]["state_dict"].items():
+        assert torch.equal(value, states["without"]["state_dict"][key]), key

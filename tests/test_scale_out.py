@@ -300,7 +300,8 @@ def test_slurm_launcher_asks_for_the_trainers_devices_and_requeues():
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
     check_sweep(cfg)
     with pytest.raises(LabError, match="trainer.devices"):
-        check_sweep(compose_train(["hydra/launcher=slurm"]))  # devices: auto
+        check_sweep(compose_train(["hydra/launcher=slurm", "trainer=ddp"]))  # GPUs: auto
+    check_sweep(compose_train(["hydra/launcher=slurm"]))  # the default trainer: one CPU task
 
 
 def test_a_search_on_the_validation_set_needs_one():
