@@ -60,6 +60,7 @@ from lightning_models.validation import (
     build_trainer,
     check_config,
     check_devices,
+    lightning_quiet,
 )
 
 log = logging.getLogger("train")
@@ -340,22 +341,10 @@ def _submitit_requeue_signal() -> int:
     return JobEnvironment._usr_sig()
 
 
-@contextlib.contextmanager
-def _lightning_quiet() -> Iterator[None]:
-    """Lightning's info lines (devices found, tips) once per run, from the run's own Trainer."""
-    logger = logging.getLogger("lightning")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def ddp_processes_to_start(cfg: DictConfig) -> int:
     """How many DDP processes this job starts itself: 0 when Lightning needs none started (one
     device, or processes already started by SLURM or torchrun)."""
-    with _lightning_quiet():
+    with lightning_quiet():
         trainer = build(
             cfg.trainer,
             logger=False,

@@ -1,20 +1,24 @@
 """Bad input caught early: the checks every run passes before anything is trained or written.
 
-``check_config`` rejects impossible values; ``build_data_and_model`` finds and verifies the data,
-splits it and builds the model, so a missing or damaged file, an impossible split or a model that
-cannot take the data's shape stops the run before a checkpoint or an event file exists.
-``ValidateBeforeRun`` (a Hydra callback, registered in ``conf/hydra/default.yaml``) runs both before
-Hydra creates the run's folder, so a single run with bad input leaves nothing behind; before a
-sweep's first job it runs ``check_sweep`` (what the launcher or the Optuna search needs).
+``check_config`` rejects impossible values; ``check_run_can_be_built`` builds every part of the
+run from the config (data found, verified and split; model; loss; optimizer; scheduler;
+callbacks; loggers; Trainer; the checkpoint to resume) and tries the run's folder, turning
+whatever a library refuses into one sentence naming the config key (``errors.reported_as``).
+``ValidateBeforeRun`` (a Hydra callback, registered in ``conf/hydra/default.yaml``) runs both
+before Hydra creates the run's folder, so a single run with bad input leaves nothing behind;
+before a sweep's first job it runs ``check_sweep`` (what the launcher or the Optuna search
+needs). ``build_callbacks``, ``build_loggers`` and ``build_trainer`` are also what train.py
+builds the run with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +150,26 @@ def check_run_can_be_built(cfg: DictConfig) -> None:
     with reported_as(f"scheduler={_choice('scheduler', cfg.scheduler)}", "check scheduler."):
         model.optimizers_for(lambda: 1)
     callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
-    logger = logging.getLogger("lightning")
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # the run's own Trainer says what devices it found
-    try:
+    with lightning_quiet():  # the run's own Trainer says what devices it found
         build_trainer(cfg, callbacks, loggers)
-    finally:
-        logger.setLevel(level)
     if ckpt is not None:
         check_resumable(load_checkpoint(ckpt), model, ckpt)
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None) or cfg.paths.log_dir
     check_writable(Path(str(run_dir)), f"paths.log_dir={cfg.paths.log_dir}")
+
+
+@contextlib.contextmanager
+def lightning_quiet() -> Iterator[None]:
+    """Lightning's info lines (devices found, tips) only from the Trainer that runs, once."""
+    loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def check_writable(folder: Path, what: str) -> None:
