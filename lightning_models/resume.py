@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -166,8 +168,18 @@ class RequeueBetweenBatches(L.Callback):
         if self._received:
             self._received = False
             handler = self._restore()
-            if handler is not None:
+            if handler is None:
+                return
+            try:
                 handler(self.signum, None)  # submitit's: requeues, then exits
+            except subprocess.CalledProcessError as err:
+                # SLURM, requeuing the job, sends SIGTERM to all its processes, and that can
+                # reach `scontrol requeue` before it exits: the requeue is done, the job must
+                # end as submitit ends it (an exit, not a failure, which would be recorded).
+                if err.returncode < 0 and "requeue" in [str(a) for a in err.cmd]:
+                    log.warning("Requeued by SLURM (scontrol was ended by its SIGTERM); exiting")
+                    sys.exit(-1)
+                raise
 
     def _restore(self) -> Callable[[int, object], object] | None:
         handler, self._handler = self._handler, None
