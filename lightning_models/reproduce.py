@@ -342,6 +342,8 @@ def collect(rows: list[Row], folder: Path, settings: Settings) -> None:
         if row is None or "seed" not in given:
             continue
         seed = int(given["seed"])
+        if read_result(settings.results, row, seed) is not None:
+            continue  # a finished job's result is kept as it was taken
         jpeg = sweep.data == "cifar10" and settings.cifar_dir is not None
         result = make_result(job, row, seed, settings.quick, jpeg, settings.results)
         if result is not None:
@@ -862,7 +864,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-only",
         action="store_true",
-        help="run nothing; write the document from the results there are",
+        help="run nothing: take the results of finished jobs, write the document",
     )
     parser.add_argument("extra", nargs="*", help="after --: overrides for every run")
     args = parser.parse_args(argv)
@@ -905,6 +907,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not args.write_only:
             run_suite(reports, settings)
+        else:  # what finished since the last results were taken (e.g. the suite was stopped)
+            for report in reports:
+                for sweep in report.sweeps:
+                    for rows, _ in multiruns(sweep, settings):
+                        collect(rows, multirun_folder(rows, settings), settings)
         jpeg = args.cifar10_jpeg is not None or _results_on_jpeg(results)
         # The document always lists every report; rows not run yet say so.
         path = write_document(
