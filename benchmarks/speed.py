@@ -18,7 +18,7 @@ process of its own (``--no-isolate``: in this one), so its peak memory is its ow
     python benchmarks/speed.py                                   # FashionMNIST, lenet5, batch 100
     python benchmarks/speed.py --data mnist --epochs 5 --device cpu
     python benchmarks/speed.py --paths lab --override data.fast=false   # the lab's old loader
-    python benchmarks/speed.py --rounds 3 --epochs 4          # the figures in README.md
+    python benchmarks/speed.py --rounds 3 --epochs 4          # the figures in benchmarks/README.md
 
 prints, per path: epochs, s/epoch (the median over the epochs after each process's first, a
 warm-up, and their range), images/s over the median epoch, peak memory (RSS of the process; on a
@@ -178,7 +178,7 @@ def make_model(cfg, device: str, seed: int):
     """The lab's network, optimizer and loss for ``cfg`` (what ``model=`` builds)."""
     import torch
 
-    from lightning_models import build
+    from lightning_models.build import instantiate_node as build
 
     torch.manual_seed(seed)
     module = build(cfg.model)
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--paths: unknown {sorted(unknown)}; use {', '.join(PATHS)}")
         # Find, unpack (FashionMNIST from Debian's package) and check the files once, as the lab
         # does; the plain paths then read them with torchvision alone.
-        from lightning_models import build
+        from lightning_models.build import instantiate_node as build
 
         build(compose(speed_overrides(args, output_dir)).data).prepare_data()
         results: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}

@@ -1,7 +1,9 @@
-"""What every ``data=`` choice shares: argument checks, the seeded validation split, the loaders.
+"""What every ``data=`` choice shares: argument checks, the augmentation, the seeded validation
+split, the loaders.
 
-Subclasses find their files (``prepare_data``) and build the full training and test datasets
-(``setup``); the split and the loaders are made here once for all of them.
+Subclasses find their files (``prepare_data``), declare their training-time :class:`Augmentation`
+once from their options, and build the full training and test datasets (``setup``); the split and
+the loaders are made here once for all of them.
 
 Two kinds of loaders: torchvision's ``DataLoader`` over the datasets (any dataset, any transform),
 and, for datasets held in memory (MNIST, FashionMNIST, CIFAR-10) at their own image size, the fast
@@ -11,13 +13,16 @@ augmentation semantics. ``data.fast=auto`` (the default) takes it where it appli
 insists (a LabError says why it cannot), ``false`` keeps torchvision's loaders. On the fast path
 ``num_workers`` and ``pin_memory`` are ignored (there is no worker and no host-to-device copy per
 batch), and ``data_train``/``data_val``/``data_test`` are still torchvision's datasets (for
-inspection, predictions and figures); only the loaders differ.
+inspection, predictions and figures); only the loaders differ. Everything the fast path keeps (the
+tensors, their copy on the device, the train loader's place for checkpoints) is one
+:class:`~datamodules.in_memory.FastLoaders`, the datamodule's ``fast`` once it is set up.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,16 +31,48 @@ from torchvision import transforms
 
 from datamodules.in_memory import (
     BatchMaker,
+    FastLoaders,
     InMemoryImages,
     OrderedBatches,
     ShuffledBatches,
-    process_share,
-    shared_seed,
+    use_fast_path,
 )
-from datamodules.in_memory import check_fast as _check_fast
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError, check_bool, check_int, is_fraction
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A datamodule's training-time augmentation, declared once and read by both paths: random
+    shifts by up to ``max_shift`` pixels (a crop of the zero-padded image, as
+    ``RandomCrop(size, padding=max_shift)``) and, when ``mirror``, horizontal flips. The default
+    is none; validation and test images are never augmented."""
+
+    max_shift: int = 0
+    mirror: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("data.max_shift", self.max_shift, minimum=0)
+
+    @classmethod
+    def from_options(cls, augment: Any, max_shift: Any, mirror: bool) -> Augmentation:
+        """What ``data.augment`` (true or false) and ``data.max_shift`` ask for; ``mirror`` is the
+        dataset's to say (a mirrored coat is a coat, a mirrored 7 is no digit)."""
+        check_bool("data.augment", augment)
+        return cls(max_shift, mirror) if augment else cls()
+
+    def transforms(self, size: int) -> list:
+        """torchvision's steps for ``size`` x ``size`` images (none without augmentation)."""
+        steps: list = []
+        if self.max_shift:
+            steps.append(transforms.RandomCrop(size, padding=self.max_shift))
+        if self.mirror:
+            steps.append(transforms.RandomHorizontalFlip())
+        return steps
+
+    def batch_maker(self, mean: Sequence[float], std: Sequence[float], channels: int) -> BatchMaker:
+        """The fast path's maker of training batches: the same shifts and flips, drawn per image,
+        computed for the whole batch at once on its device."""
+        return BatchMaker(mean, std, channels, max_shift=self.max_shift, mirror=self.mirror)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -83,7 +120,7 @@ class ImageDataModule(L.LightningDataModule):
         check_int("data.batch_size", batch_size, minimum=1)
         check_int("data.image_size", image_size, minimum=1)
         check_int("data.num_classes", num_classes, minimum=2)
-        if not (isinstance(val_size, float) and 0 < val_size < 1):
+        if not is_fraction(val_size):
             check_int("data.val_size", val_size, minimum=0, or_fraction=True)
         check_int("data.num_workers", num_workers, minimum=0)
         if self.dataset_classes is not None and num_classes != self.dataset_classes:
@@ -102,7 +139,6 @@ class ImageDataModule(L.LightningDataModule):
                 )
         if any(s <= 0 for s in std):
             raise LabError(f"data.std={list(std)} must be positive")
-        _check_fast(fast)
 
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -117,23 +153,15 @@ class ImageDataModule(L.LightningDataModule):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.normalize = transforms.Normalize(self.mean, self.std)
+        self.augmentation = Augmentation()  # subclasses declare theirs from their options
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
         self.classes: list[str] = []
-        # Fast path: whether it is used, the training-time augmentation it applies (subclasses
-        # set these from their own options), the split as row indices, and the tensors.
-        self.use_fast = self._resolve_fast(fast)
-        self.fast_max_shift = 0
-        self.fast_mirror = False
-        self.train_rows: torch.Tensor | None = None  # rows of the training file; None: all
+        self.train_rows: torch.Tensor | None = None  # the split as rows of the training file
         self.val_rows: torch.Tensor | None = None
-        self._memory: tuple[InMemoryImages, InMemoryImages] | None = None  # (train file, test)
-        self._on_device: tuple[torch.device, InMemoryImages, InMemoryImages] | None = None
-        # The fast train loader's place, saved with the datamodule in checkpoints (see
-        # state_dict) and handed to the next train loader made after a restore.
-        self._train_loader: ShuffledBatches | None = None
-        self._train_resume: dict[str, int] | None = None
+        self.use_fast = use_fast_path(fast, self.fast_unavailable(), self.in_memory_dataset)
+        self.fast: FastLoaders | None = None  # the fast path, once set up (hold_in_memory)
 
     @property
     def name(self) -> str:
@@ -159,86 +187,21 @@ class ImageDataModule(L.LightningDataModule):
             )
         return None
 
-    def _resolve_fast(self, fast: bool | str) -> bool:
-        reason = self.fast_unavailable()
-        if fast is True and reason is not None:
-            raise LabError(f"data.fast=true cannot be used: {reason}; use data.fast=auto or false")
-        if fast == "auto" and reason is not None and self.in_memory_dataset:
-            log.info("data.fast=auto: %s; using torchvision's DataLoader", reason)
-        return fast is not False and reason is None
-
     def hold_in_memory(self, train: InMemoryImages, test: InMemoryImages) -> None:
-        """Keep the whole training file and the test set as tensors for the fast path (on the
-        CPU until a loader is asked for on a trainer's device). Subclasses call it in setup."""
-        self._memory = (train, test)
-        ignored = [f"data.{k}" for k in ("num_workers", "pin_memory") if getattr(self, k)]
-        log.info(
-            "data.fast: %s held in memory (%d + %d images, %.1f MB), batched on the training "
-            "device%s",
+        """Take the fast path with the whole training file and the test set as tensors.
+        Subclasses call it in setup, after the split, when ``use_fast``."""
+        self.fast = FastLoaders(
             self.name,
-            len(train),
-            len(test),
-            (train.nbytes + test.nbytes) / 2**20,
-            f"; {' and '.join(ignored)} ignored" if ignored else "",
-        )
-
-    def _fast_ready(self) -> bool:
-        # Under DDP too: each process batches its own share (datamodules/in_memory.py).
-        return self.use_fast and self._memory is not None
-
-    def _device(self) -> torch.device:
-        trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
-    def _memory_on_device(self) -> tuple[InMemoryImages, InMemoryImages]:
-        device = self._device()
-        if self._on_device is None or self._on_device[0] != device:
-            assert self._memory is not None
-            self._on_device = None  # release the copy on the previous device first
-            train, test = self._memory
-            self._on_device = (device, train.to(device), test.to(device))
-            log.info("data.fast: %s images on %s", self.name, device)
-        return self._on_device[1], self._on_device[2]
-
-    def _batch_maker(self, train: bool) -> BatchMaker:
-        return BatchMaker(
-            self.mean,
-            self.std,
-            self.in_channels,
-            max_shift=self.fast_max_shift if train else 0,
-            mirror=self.fast_mirror if train else False,
-        )
-
-    def _fast_train_loader(self) -> ShuffledBatches:
-        train, _ = self._memory_on_device()
-        trainer = self.trainer
-        epoch_source = position_source = None
-        if trainer is not None:
-            # The trainer's epoch drives the permutation; its count of batches taken for training
-            # steps is the position a checkpoint saves (never a batch fetched ahead).
-            def epoch_source() -> int:
-                return trainer.current_epoch
-
-            def position_source() -> int:
-                return trainer.fit_loop.epoch_loop.batch_progress.current.ready
-
-        loader = ShuffledBatches(
             train,
+            test,
             self.batch_size,
-            self._batch_maker(train=True),
-            # the run's seed after seed_everything(seed), read without drawing from the RNG
-            seed=shared_seed(trainer),
-            rows=self.train_rows,
-            epoch_source=epoch_source,
-            position_source=position_source,
+            train_batches=self.augmentation.batch_maker(self.mean, self.std, self.in_channels),
+            eval_batches=BatchMaker(self.mean, self.std, self.in_channels),
+            train_rows=self.train_rows,
+            val_rows=self.val_rows,
             shuffle=self.shuffle,
-            **process_share(trainer),
+            ignored=[f"data.{k}" for k in ("num_workers", "pin_memory") if getattr(self, k)],
         )
-        if self._train_resume is not None:
-            loader.load_state_dict(self._train_resume)
-            self._train_resume = None
-        self._train_loader = loader
-        return loader
 
     def state_dict(self) -> dict[str, dict[str, int]]:
         """Where the fast train loader is, for checkpoints (Lightning saves the datamodule's
@@ -251,12 +214,14 @@ class ImageDataModule(L.LightningDataModule):
         its first batch (Lightning issue 20550). Restored from here, the loader continues with
         the next batch either way.
         """
-        if self._train_loader is None:
-            return {}
-        return {"train_batches": self._train_loader.state_dict()}
+        return self.fast.state_dict() if self.fast is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
-        self._train_resume = state_dict.get("train_batches")
+        # Lightning restores the datamodule after its setup, so the fast path is there by now.
+        if self.fast is not None:
+            self.fast.load_state_dict(state_dict)
+
+    # --- split and loaders -------------------------------------------------------------------
 
     def split(self, train_view: Dataset, eval_view: Dataset | None = None) -> None:
         """Carve ``val_size`` images out of the training set, the same ones for every seed.
@@ -265,9 +230,7 @@ class ImageDataModule(L.LightningDataModule):
         validation subset is taken from it.
         """
         n = len(train_view)
-        n_val = (
-            max(1, round(self.val_size * n)) if isinstance(self.val_size, float) else self.val_size
-        )
+        n_val = count_of(self.val_size, n)
         if n_val >= n:
             raise LabError(
                 f"data.val_size={self.val_size} is not smaller than the {self.name} training set "
@@ -277,12 +240,17 @@ class ImageDataModule(L.LightningDataModule):
             self.data_train = train_view
             self.train_rows = self.val_rows = None
             return
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        order = self.seeded_order(n)
         self.train_rows, self.val_rows = order[: n - n_val], order[n - n_val :]
         self.data_train = Subset(train_view, self.train_rows.tolist())
         self.data_val = Subset(
             eval_view if eval_view is not None else train_view, self.val_rows.tolist()
         )
+
+    def seeded_order(self, n: int) -> torch.Tensor:
+        """A permutation of ``n`` images that only ``split_seed`` changes (not the run's seed):
+        every split is cut from it."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -297,59 +265,28 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader | ShuffledBatches:
-        if self._fast_ready():
-            return self._fast_train_loader()
+        if self.fast is not None:
+            return self.fast.train_loader(self.trainer)
         return self._loader(self.data_train, shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader | OrderedBatches | list:
         # No loader means no validation loop (Lightning skips it), also under fast_dev_run.
         if not self.has_validation:
             return []
-        if self._fast_ready():
-            train, _ = self._memory_on_device()
-            return OrderedBatches(
-                train,
-                self.batch_size,
-                self._batch_maker(False),
-                self.val_rows,
-                **process_share(self.trainer),
-            )
+        if self.fast is not None:
+            return self.fast.val_loader(self.trainer)
         return self._loader(self.data_val, shuffle=False)
 
     def test_dataloader(self) -> DataLoader | OrderedBatches:
-        if self._fast_ready():
-            _, test = self._memory_on_device()
-            return OrderedBatches(
-                test, self.batch_size, self._batch_maker(train=False), **process_share(self.trainer)
-            )
+        if self.fast is not None:
+            return self.fast.test_loader(self.trainer)
         return self._loader(self.data_test, shuffle=False)
 
 
-def check_int(key: str, value, minimum: int, or_fraction: bool = False) -> None:
-    """Reject anything but a whole number >= ``minimum``, naming the config key."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"a whole number of at least {minimum}"
-        if or_fraction:
-            allowed += " or a fraction between 0 and 1"
-        raise LabError(f"{key}={value!r} is not allowed; use {allowed}")
-
-
-def check_bool(key: str, value) -> None:
-    """Reject anything but true/false: a string such as 'no' would be truthy and switch it on."""
-    if not isinstance(value, bool):
-        raise LabError(f"{key}={value!r} is not allowed; use true or false")
-
-
-def shift_and_mirror(size: int, max_shift: int, mirror: bool) -> list:
-    """Training-time augmentation: random shifts by up to ``max_shift`` pixels (a ``size`` crop of
-    the padded image) and, when ``mirror``, horizontal flips."""
-    check_int("data.max_shift", max_shift, minimum=0)
-    moves: list = []
-    if max_shift:
-        moves.append(transforms.RandomCrop(size, padding=max_shift))
-    if mirror:
-        moves.append(transforms.RandomHorizontalFlip())
-    return moves
+def count_of(size: int | float, n: int) -> int:
+    """How many of ``n`` images ``size`` asks for: a count as it is, a fraction of ``n`` rounded
+    (at least one image)."""
+    return max(1, round(size * n)) if is_fraction(size) else int(size)
 
 
 def try_download(dataset_cls: type, data_dir: str, splits: Sequence[bool] = (True,)) -> bool:

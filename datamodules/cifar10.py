@@ -22,10 +22,10 @@ import numpy as np
 from torchvision import datasets, transforms
 from torchvision.datasets.vision import StandardTransform
 
-from datamodules.base import ImageDataModule, check_bool, shift_and_mirror, try_download
+from datamodules.base import Augmentation, ImageDataModule, try_download
 from datamodules.checksums import verify_files
 from datamodules.in_memory import from_cifar
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError, check_bool
 
 # The names batches.meta holds, known before any file is read (e.g. to label predictions).
 CIFAR10_CLASSES = (
@@ -127,27 +127,16 @@ class CIFAR10DataModule(ImageDataModule):
             image_size=image_size,
             **kwargs,
         )
-        check_bool("data.augment", augment)
+        self.augmentation = Augmentation.from_options(augment, max_shift, mirror=True)
         check_bool("data.verify_checksums", verify_checksums)
         self.download = download
-        self.augment = augment
-        self.max_shift = max_shift
         self.classes = list(CIFAR10_CLASSES)  # setup() reads them from batches.meta
         self.verify_checksums = verify_checksums
         self.eval_transform = transforms.Compose(self._to_model_input())
-        self.train_transform = (
-            transforms.Compose([*self._augmentation(), *self._to_model_input()])
-            if augment
-            else self.eval_transform
-        )
-        if augment:
-            self.fast_max_shift, self.fast_mirror = max_shift, True
-
-    # --- transforms --------------------------------------------------------------------------
-
-    def _augmentation(self) -> list:
-        """The usual CIFAR augmentation, on the 32x32 original before any resize."""
-        return shift_and_mirror(self.native_size, self.max_shift, mirror=True)
+        # The usual CIFAR augmentation, on the 32x32 original before any resize (as on the fast
+        # path, which never resizes).
+        moves = self.augmentation.transforms(self.native_size)
+        self.train_transform = transforms.Compose([*moves, *self._to_model_input()])
 
     def _to_model_input(self) -> list:
         steps: list = []
@@ -263,17 +252,31 @@ def write_batches_from_folder(folder: Path | str, out_dir: Path | str, seed: int
 
     data, labels, names = split_images["train"]
     for i, chunk in enumerate(np.array_split(np.arange(len(labels)), 5), start=1):
-        dump(f"data_batch_{i}", {
-            "batch_label": f"training batch {i} of 5",
-            "labels": [labels[k] for k in chunk],
-            "data": data[chunk],
-            "filenames": [names[k] for k in chunk],
-        })
+        dump(
+            f"data_batch_{i}",
+            {
+                "batch_label": f"training batch {i} of 5",
+                "labels": [labels[k] for k in chunk],
+                "data": data[chunk],
+                "filenames": [names[k] for k in chunk],
+            },
+        )
     data, labels, names = split_images["test"]
-    dump("test_batch", {
-        "batch_label": "testing batch 1 of 1", "labels": labels, "data": data, "filenames": names,
-    })
-    dump("batches.meta", {
-        "label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": 10000, "num_vis": 3072,
-    })
+    dump(
+        "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
+            "labels": labels,
+            "data": data,
+            "filenames": names,
+        },
+    )
+    dump(
+        "batches.meta",
+        {
+            "label_names": list(CIFAR10_CLASSES),
+            "num_cases_per_batch": 10000,
+            "num_vis": 3072,
+        },
+    )
     return target

@@ -28,8 +28,8 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from datamodules.base import ImageDataModule, check_bool, shift_and_mirror
-from lightning_models.errors import LabError
+from datamodules.base import Augmentation, ImageDataModule, count_of
+from lightning_models.checks import LabError, check_bool, is_fraction, is_whole
 
 RESOLVER = "lab.count_classes"
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -291,19 +291,17 @@ class ImageFolderDataModule(ImageDataModule):
         self.folders = folders
         self.classes = classes
         self.test_size = test_size
-        check_bool("data.augment", augment)
+        shift = max(1, image_size // 8) if max_shift is None else max_shift
+        self.augmentation = Augmentation.from_options(augment, shift, mirror=True)
         check_bool("data.check_images", check_images)
-        self.augment = augment
         self.check_images = check_images
         self.loader = ImageLoader("L" if in_channels == 1 else "RGB")
         resize = transforms.Resize((image_size, image_size))
         tensor = [transforms.ToTensor(), self.normalize]
         self.eval_transform = transforms.Compose([resize, *tensor])
-        self.train_transform = self.eval_transform
-        if augment:
-            shift = max(1, image_size // 8) if max_shift is None else max_shift
-            moves = shift_and_mirror(image_size, shift, mirror=True)
-            self.train_transform = transforms.Compose([resize, *moves, *tensor])
+        # Any size of image comes in: shifted and mirrored once resized.
+        moves = self.augmentation.transforms(image_size)
+        self.train_transform = transforms.Compose([resize, *moves, *tensor])
 
     @property
     def has_validation(self) -> bool:
@@ -343,13 +341,13 @@ class ImageFolderDataModule(ImageDataModule):
     def _split_one_folder(self, images: ImageFolder) -> None:
         """Seeded test split first, then the base's validation split of the rest."""
         n = len(images)
-        n_test = _test_count(self.test_size, n)
+        n_test = count_of(self.test_size, n)
         if n_test >= n:
             raise LabError(
                 f"data.test_size={self.test_size} leaves no training images of the {n} in "
                 f"{self.data_dir}; use a fraction such as 0.2 or a count below {n}"
             )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        order = self.seeded_order(n)
         test, rest = order[:n_test].tolist(), order[n_test:].tolist()
         train_view = _View(images, self.train_transform)
         eval_view = _View(images, self.eval_transform)
@@ -358,16 +356,8 @@ class ImageFolderDataModule(ImageDataModule):
 
 
 def _check_test_size(value: Any) -> None:
-    ok_count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    ok_fraction = isinstance(value, float) and 0 < value < 1
-    if not (ok_count or ok_fraction):
+    if not (is_fraction(value) or (is_whole(value) and value >= 1)):
         raise LabError(
             f"data.test_size={value!r} is not allowed; use a count of images (a whole number of "
             "at least 1) or a fraction between 0 and 1 such as 0.2"
         )
-
-
-def _test_count(test_size: int | float, n: int) -> int:
-    if isinstance(test_size, float):
-        return max(1, round(test_size * n))
-    return test_size

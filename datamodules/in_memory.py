@@ -18,6 +18,10 @@ Augmentation has ``RandomCrop(size, padding=max_shift)`` (zero padding) and
 ``RandomHorizontalFlip`` semantics, drawn per image but computed for the whole batch at once.
 Resizing is not done here: a datamodule asked for another ``image_size`` uses the torchvision path.
 
+A datamodule keeps everything of its fast path in one :class:`FastLoaders` (the tensors, their copy
+on the training device, the loaders of each stage, the train loader's place for checkpoints),
+made in its ``setup`` when :func:`use_fast_path` says ``data.fast`` takes it.
+
 Sampling (:class:`ShuffledBatches`) is reproducible and resumable. Epoch ``e`` is a permutation
 (plus the augmentation draws of its images) from a generator seeded with ``(seed, e)`` on the CPU,
 so it depends neither on the device nor on how many batches were drawn before; ``seed`` is
@@ -46,6 +50,7 @@ torchmetrics adds the processes' counts up, so their metrics cover every image o
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,7 +60,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError, is_whole
+
+log = logging.getLogger(__name__)
 
 # --- holding a dataset ----------------------------------------------------------------------
 
@@ -204,7 +211,29 @@ def shift_and_flip(
 # --- the loaders ------------------------------------------------------------------------------
 
 
-class OrderedBatches:
+class _Batches:
+    """What both loaders hold: the data, the batch size, the batch maker, this process's share."""
+
+    def __init__(
+        self,
+        data: InMemoryImages,
+        batch_size: int,
+        make: BatchMaker,
+        rank: int,
+        world_size: int,
+        shuffle: bool,
+    ):
+        if not (is_whole(world_size) and world_size >= 1 and 0 <= rank < world_size):
+            raise ValueError(f"rank {rank} of {world_size} processes is not a process of the run")
+        self.data = data
+        self.batch_size = batch_size
+        self.make = make
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+
+
+class OrderedBatches(_Batches):
     """Validation and test batches: ``rows`` of the data (all when None) in order, no
     augmentation, the last batch possibly smaller (as ``DataLoader(shuffle=False)``); under DDP
     process ``rank`` of ``world_size`` takes every ``world_size``-th of them, none dropped."""
@@ -219,11 +248,7 @@ class OrderedBatches:
         world_size: int = 1,
         shuffle: bool = True,
     ):
-        _check_share(rank, world_size)
-        self.shuffle = shuffle
-        self.data = data
-        self.batch_size = batch_size
-        self.make = make
+        super().__init__(data, batch_size, make, rank, world_size, shuffle)
         if rows is None:
             rows = torch.arange(len(data))
         self.rows = rows[rank::world_size].to(data.images.device)
@@ -253,7 +278,7 @@ class _EpochPlan:
     flips: torch.Tensor | None
 
 
-class ShuffledBatches:
+class ShuffledBatches(_Batches):
     """Training batches: per epoch, a seeded permutation of ``rows`` (all when None), augmented.
 
     An iterable with a length (batches per epoch, the last one possibly smaller), each pass one
@@ -290,15 +315,9 @@ class ShuffledBatches:
         world_size: int = 1,
         shuffle: bool = True,
     ):
-        _check_share(rank, world_size)
-        self.shuffle = shuffle
-        self.data = data
-        self.batch_size = batch_size
-        self.make = make
+        super().__init__(data, batch_size, make, rank, world_size, shuffle)
         self.seed = int(seed)
         self.rows = rows.cpu() if rows is not None else torch.arange(len(data))
-        self.rank = rank
-        self.world_size = world_size
         self.epoch_source = epoch_source
         self.position_source = position_source
         self._epoch = 0  # for use without epoch_source
@@ -451,12 +470,140 @@ def shared_seed(trainer: Any) -> int:
     return int(trainer.strategy.broadcast(seed, src=0))
 
 
-def _check_share(rank: int, world_size: int) -> None:
-    if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
-        raise ValueError(f"rank {rank} of {world_size} processes is not a process of the run")
+# --- one datamodule's fast path ---------------------------------------------------------------
 
 
-def check_fast(value: Any) -> None:
-    """``data.fast`` takes auto, true or false."""
-    if not (value is True or value is False or value == "auto"):
-        raise LabError(f"data.fast={value!r} is not allowed; use auto, true or false")
+def use_fast_path(fast: Any, unavailable: str | None, explain: bool) -> bool:
+    """Whether a datamodule takes the fast path for ``data.fast`` (auto, true or false), where
+    ``unavailable`` says why it cannot (None: it can). ``true`` where it cannot is a LabError
+    saying why; ``auto`` there logs why when ``explain`` (a dataset held in memory whose options
+    rule the fast path out, not one that never could have it)."""
+    if not (fast is True or fast is False or fast == "auto"):
+        raise LabError(f"data.fast={fast!r} is not allowed; use auto, true or false")
+    if fast is True and unavailable is not None:
+        raise LabError(f"data.fast=true cannot be used: {unavailable}; use data.fast=auto or false")
+    if fast == "auto" and unavailable is not None and explain:
+        log.info("data.fast=auto: %s; using torchvision's DataLoader", unavailable)
+    return fast is not False and unavailable is None
+
+
+class FastLoaders:
+    """One datamodule's fast path: its images held as tensors, its loaders, and the train
+    loader's place in checkpoints.
+
+    The images stay on the CPU until a loader is asked for on a trainer's device
+    (``trainer.strategy.root_device``; the CPU without a trainer), then are copied there once.
+    Under DDP each process batches its own share (:func:`process_share`).
+
+    Args:
+        name: the dataset's name, for the log lines.
+        train, test: the whole training file and the test set.
+        batch_size, shuffle: the datamodule's.
+        train_batches: makes training batches, with the datamodule's augmentation.
+        eval_batches: makes validation and test batches, never augmented.
+        train_rows, val_rows: the datamodule's split, as rows of ``train`` (None: all rows for
+            training, no validation).
+        ignored: the datamodule's options that mean nothing here (no worker, no host-to-device
+            copy per batch), named in the log line.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        train: InMemoryImages,
+        test: InMemoryImages,
+        batch_size: int,
+        train_batches: BatchMaker,
+        eval_batches: BatchMaker,
+        train_rows: torch.Tensor | None = None,
+        val_rows: torch.Tensor | None = None,
+        shuffle: bool = True,
+        ignored: Sequence[str] = (),
+    ):
+        self.name = name
+        self.memory = (train, test)
+        self.batch_size = batch_size
+        self.train_batches = train_batches
+        self.eval_batches = eval_batches
+        self.train_rows = train_rows
+        self.val_rows = val_rows
+        self.shuffle = shuffle
+        self._on_device: tuple[torch.device, InMemoryImages, InMemoryImages] | None = None
+        # The train loader's place, saved with the datamodule in checkpoints (state_dict) and
+        # handed to the next train loader made after a restore.
+        self._train_loader: ShuffledBatches | None = None
+        self._train_resume: dict[str, int] | None = None
+        log.info(
+            "data.fast: %s held in memory (%d + %d images, %.1f MB), batched on the training "
+            "device%s",
+            name,
+            len(train),
+            len(test),
+            (train.nbytes + test.nbytes) / 2**20,
+            f"; {' and '.join(ignored)} ignored" if ignored else "",
+        )
+
+    def images_on(self, trainer: Any) -> tuple[InMemoryImages, InMemoryImages]:
+        """``(train, test)`` on ``trainer``'s device, copied there the first time."""
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self._on_device is None or self._on_device[0] != device:
+            self._on_device = None  # release the copy on the previous device first
+            train, test = self.memory
+            self._on_device = (device, train.to(device), test.to(device))
+            log.info("data.fast: %s images on %s", self.name, device)
+        return self._on_device[1], self._on_device[2]
+
+    def train_loader(self, trainer: Any) -> ShuffledBatches:
+        train, _ = self.images_on(trainer)
+        epoch_source = position_source = None
+        if trainer is not None:
+            # The trainer's epoch drives the permutation; its count of batches taken for training
+            # steps is the position a checkpoint saves (never a batch fetched ahead).
+            def epoch_source() -> int:
+                return trainer.current_epoch
+
+            def position_source() -> int:
+                return trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+        loader = ShuffledBatches(
+            train,
+            self.batch_size,
+            self.train_batches,
+            # the run's seed after seed_everything(seed), read without drawing from the RNG
+            seed=shared_seed(trainer),
+            rows=self.train_rows,
+            epoch_source=epoch_source,
+            position_source=position_source,
+            shuffle=self.shuffle,
+            **process_share(trainer),
+        )
+        if self._train_resume is not None:
+            loader.load_state_dict(self._train_resume)
+            self._train_resume = None
+        self._train_loader = loader
+        return loader
+
+    def val_loader(self, trainer: Any) -> OrderedBatches:
+        train, _ = self.images_on(trainer)
+        return self._in_order(train, self.val_rows, trainer)
+
+    def test_loader(self, trainer: Any) -> OrderedBatches:
+        _, test = self.images_on(trainer)
+        return self._in_order(test, None, trainer)
+
+    def _in_order(
+        self, data: InMemoryImages, rows: torch.Tensor | None, trainer: Any
+    ) -> OrderedBatches:
+        return OrderedBatches(
+            data, self.batch_size, self.eval_batches, rows, **process_share(trainer)
+        )
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The last train loader's place (``{}`` before one is made)."""
+        if self._train_loader is None:
+            return {}
+        return {"train_batches": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        """Where the next train loader starts (see :meth:`ShuffledBatches.load_state_dict`)."""
+        self._train_resume = state.get("train_batches")

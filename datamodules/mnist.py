@@ -20,10 +20,10 @@ from pathlib import Path
 
 from torchvision import datasets, transforms
 
-from datamodules.base import ImageDataModule, check_bool, shift_and_mirror, try_download
+from datamodules.base import Augmentation, ImageDataModule, try_download
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
 from datamodules.in_memory import from_mnist
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError, check_bool
 
 
 def _raw_files(dataset_cls: type[datasets.MNIST]) -> list[str]:
@@ -65,7 +65,7 @@ class MNISTDataModule(ImageDataModule):
         **kwargs,
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
-        check_bool("data.augment", augment)
+        self.augmentation = Augmentation.from_options(augment, max_shift, self.mirror_keeps_label)
         check_bool("data.verify_checksums", verify_checksums)
         self.verify_checksums = verify_checksums
         self.download = download
@@ -76,11 +76,9 @@ class MNISTDataModule(ImageDataModule):
         if self.in_channels == 3:
             steps.append(transforms.Grayscale(num_output_channels=3))
         self.transform = transforms.Compose([*steps, transforms.ToTensor(), self.normalize])
-        self.train_transform = self.transform
-        if augment:
-            moves = shift_and_mirror(self.native_size, max_shift, self.mirror_keeps_label)
-            self.train_transform = transforms.Compose([*moves, self.transform])
-            self.fast_max_shift, self.fast_mirror = max_shift, self.mirror_keeps_label
+        # On the 28x28 original, before any resize (as on the fast path, which never resizes).
+        moves = self.augmentation.transforms(self.native_size)
+        self.train_transform = transforms.Compose([*moves, self.transform])
 
     @property
     def name(self) -> str:

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from lightning_models import figures
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError
 
 
 def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:

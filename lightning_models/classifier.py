@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lightning_models.errors import DivergedError, LabError
+from lightning_models.checks import DivergedError, LabError
 
 STAGES = ("train", "val", "test")
 
@@ -110,15 +110,6 @@ class ImageClassifier(L.LightningModule):
         self._bad_loss: torch.Tensor | None = None
         # rows: true class, columns: predicted class; set at the end of `test`
         self.test_confusion_matrix: torch.Tensor | None = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets _current_fx_name before and after each hook it calls, about 44 times
-        # per training step; nn.Module's __setattr__ (which looks for parameters, buffers and
-        # submodules of that name) took 1.5 µs each, 0.9% of a LeNet-5 step on 2 CPU cores.
-        if name == "_current_fx_name":
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

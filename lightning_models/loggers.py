@@ -4,9 +4,10 @@ Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a 
 its own folder (``ckpt_path=last``, a requeued job) lost every row written before the resume.
 Here a resumed run keeps the rows of the steps before its checkpoint's and drops the later ones,
 which the stopped process logged after that checkpoint and the resumed run logs again: the same
-rule as TensorBoard's ``purge_step``, which ``train.py`` sets for both. The rows also reach the
-file whenever a checkpoint is written (Lightning writes them every ``flush_logs_every_n_steps``
-steps): a process killed after a checkpoint has everything logged before it on disk.
+rule as TensorBoard's ``purge_step``, which lightning_models/run_config.py sets for both. The
+rows also reach the file whenever a checkpoint is written (Lightning writes them every
+``flush_logs_every_n_steps`` steps): a process killed after a checkpoint has everything logged
+before it on disk.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ class CSVLogger(LightningCSVLogger):
     def __init__(self, *args: Any, purge_step: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.purge_step = purge_step
+        # The rows are read before Lightning's writer first starts (and deletes the file).
+        self._rows_to_keep_pending = purge_step is not None
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is not None or self.purge_step is None:
+        if not self._rows_to_keep_pending:
             return super().experiment
+        self._rows_to_keep_pending = False
         path = Path(self.log_dir) / "metrics.csv"
         if not path.is_file():
             return super().experiment

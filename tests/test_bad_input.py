@@ -5,8 +5,7 @@ checkpoint and no event file either."""
 import pytest
 import torch
 
-from tests.conftest import GENERATED
-from tests.test_cli import run_train
+from tests.helpers import GENERATED, run_train
 
 SMALL_VAL = "data.val_size=100"  # the generated training sets hold 600 images
 
@@ -54,6 +53,7 @@ def test_at_least_twenty_cases():
 
 
 @pytest.mark.parametrize(("args", "sentence", "data"), CASES, ids=[" ".join(c[0]) for c in CASES])
+@pytest.mark.slow
 def test_bad_input_is_rejected_before_training(data_dir, tmp_path, args, sentence, data):
     empty = tmp_path / "empty"
     empty.mkdir()

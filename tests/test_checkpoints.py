@@ -1,27 +1,18 @@
-"""The lab's ModelCheckpoint saves exactly what Lightning's does, under the same state key."""
+"""StepCheckpoint: ``last.ckpt`` every N training steps, never on a batch a validation follows;
+the default callbacks write the best and the latest checkpoints with Lightning's own callback."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_models.checkpoints import ModelCheckpoint
-from lightning_models.resume import StepCheckpoint
-from tests.conftest import compose_train
-
-SETTINGS = [
-    {"every_n_train_steps": 3, "save_top_k": -1, "filename": "{epoch}-{step}"},
-    {"every_n_epochs": 1, "save_top_k": -1, "filename": "{epoch}-{step}"},
-    {"monitor": "train_loss", "mode": "min", "save_top_k": 2, "filename": "{epoch}-{step}"},
-    {"train_time_interval": timedelta(0), "save_top_k": -1, "filename": "{epoch}-{step}"},
-]
+from lightning_models.checkpoints import StepCheckpoint
+from tests.helpers import compose_train
 
 
 class TinyModule(L.LightningModule):
@@ -39,7 +30,7 @@ class TinyModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def saved_files(tmp_path: Path, checkpoint: LightningModelCheckpoint) -> list[str]:
+def saved_files(tmp_path: Path, checkpoint: ModelCheckpoint) -> list[str]:
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,)))
     trainer = L.Trainer(
@@ -51,16 +42,7 @@ def saved_files(tmp_path: Path, checkpoint: LightningModelCheckpoint) -> list[st
     return sorted(p.name for p in saved.iterdir()) if saved.is_dir() else []
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=["steps", "epochs", "top_k", "time"])
-def test_saves_what_lightning_saves_under_the_same_key(tmp_path, settings):
-    ours = ModelCheckpoint(dirpath=tmp_path / "ours", **settings)
-    theirs = LightningModelCheckpoint(dirpath=tmp_path / "theirs", **settings)
-    assert ours.state_key == theirs.state_key  # checkpoints stay loadable either way
-    saved = saved_files(tmp_path, ours)
-    assert saved and saved == saved_files(tmp_path, theirs)
-
-
-def test_step_checkpoint_still_skips_the_batch_a_validation_follows(tmp_path):
+def test_step_checkpoint_skips_the_batch_a_validation_follows(tmp_path):
     # 5 batches per epoch, every 5 steps: Lightning alone would save on each epoch's last batch.
     step = StepCheckpoint(dirpath=tmp_path / "s", filename="{step}", every_n_train_steps=5,
                           save_top_k=-1)  # fmt: skip
@@ -68,10 +50,15 @@ def test_step_checkpoint_still_skips_the_batch_a_validation_follows(tmp_path):
     every_2 = StepCheckpoint(dirpath=tmp_path / "t", filename="{step}", every_n_train_steps=2,
                              save_top_k=-1)  # fmt: skip
     assert saved_files(tmp_path, every_2) == sorted(f"step={s}.ckpt" for s in (2, 4, 6, 8, 12, 14))
+    lightning = ModelCheckpoint(dirpath=tmp_path / "l", filename="{step}", every_n_train_steps=2,
+                                save_top_k=-1)  # fmt: skip
+    assert saved_files(tmp_path, lightning) == sorted(
+        f"step={s}.ckpt" for s in (2, 4, 6, 8, 10, 12, 14)
+    )
 
 
-def test_the_default_callbacks_use_it():
+def test_the_default_callbacks_are_lightnings_own():
     callbacks = compose_train([]).callbacks
     for name in ("model_checkpoint", "last_checkpoint"):
-        assert callbacks[name]._target_ == "lightning_models.checkpoints.ModelCheckpoint"
-    assert issubclass(StepCheckpoint, ModelCheckpoint)
+        assert callbacks[name]._target_ == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert callbacks.step_checkpoint._target_ == "lightning_models.checkpoints.StepCheckpoint"

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
+from datamodules import Augmentation
 from datamodules.cifar10 import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule
-from lightning_models import ImageClassifier, LabError, build
-from tests.cifar_files import LABEL_NAMES, PIXELS, batch_bytes, write_cifar10_layout
-from tests.conftest import compose_train
+from lightning_models import ImageClassifier, LabError
+from lightning_models.build import instantiate_node as build
+from tests.helpers import LABEL_NAMES, PIXELS, batch_bytes, compose_train, write_cifar10_layout
 
 BATCH_KEYS = ["batch_label", "labels", "data", "filenames"]  # in the original's order
 
@@ -63,7 +64,8 @@ def test_split_sizes_batches_and_defaults(cifar_dir):
         assert y.shape == (16,) and y.dtype == torch.int64
     defaults = CIFAR10DataModule(str(cifar_dir))
     assert (defaults.batch_size, defaults.val_size) == (64, 1000)
-    assert not defaults.augment and defaults.verify_checksums and defaults.download
+    assert defaults.augmentation == Augmentation()  # none
+    assert defaults.verify_checksums and defaults.download
 
 
 def test_normalisation_uses_the_cifar10_statistics(cifar_dir):
@@ -221,6 +223,7 @@ def test_hydra_config_builds_the_datamodule_and_a_model_that_takes_its_batches(c
     assert model(x).shape == (64, 10)
 
 
+@pytest.mark.slow
 def test_cifar_cnn_trains_and_tests_end_to_end_on_generated_cifar_files(train_cfg, tmp_path):
     from train import train
 

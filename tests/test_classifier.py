@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lightning_models import build
-from tests.test_train import scalar_tags
+from lightning_models.build import instantiate_node as build
+from tests.helpers import scalar_tags
 from train import train
 
 
@@ -26,11 +26,13 @@ def test_l2_on_chosen_layers_is_added_to_the_loss_and_logged(train_cfg):
     assert squares > 0 and expected - ce > 1e-3  # the penalty is not negligible here
 
 
+@pytest.mark.slow
 def test_l2_is_logged_as_train_l2(train_cfg, tmp_path):
     train(train_cfg("model=mlp_deep", "data=cifar10"))
     assert "train/l2" in scalar_tags(tmp_path)
 
 
+@pytest.mark.slow
 def test_hand_written_softmax_regression_trains_through_train_py(train_cfg, tmp_path):
     cfg = train_cfg(
         "model=softmax_regression_manual",
@@ -69,6 +71,7 @@ def test_schedulers_drive_the_hand_written_update(train_cfg, tmp_path):
     assert [e.value for e in events.Scalars("lr-SGD")] == pytest.approx([0.5, 0.05, 0.005])
 
 
+@pytest.mark.slow
 def test_epoch_loss_and_accuracy_are_means_over_images(train_cfg, tmp_path):
     """test/acc and test/loss are the test set's figures by hand, images weighted alike (the
     last batch holds 8 of 200 images)."""
@@ -92,13 +95,3 @@ def test_epoch_loss_and_accuracy_are_means_over_images(train_cfg, tmp_path):
     assert images == 200 and sizes == {32, 8}
     assert metrics["test/acc"] == pytest.approx(correct / images)
     assert metrics["test/loss"] == pytest.approx(loss_sum / images, rel=1e-5)
-
-
-def test_lightnings_hook_name_bypasses_module_setattr_and_nothing_else(train_cfg):
-    model = build(train_cfg().model)
-    model._current_fx_name = "training_step"
-    assert model._current_fx_name == "training_step"
-    assert "_current_fx_name" not in model._modules
-    model.extra = torch.nn.Linear(2, 2)  # anything else still goes through nn.Module
-    assert "extra" in model._modules
-    assert any(name.startswith("extra.") for name, _ in model.named_parameters())

@@ -3,26 +3,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, ROOT
-from tests.test_train import scalar_tags
+from tests.helpers import FAST, ROOT, run_train, scalar_tags
 
 
-def run_train(*args: str, data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(log_dir)}
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
+@pytest.mark.slow
 def test_help_lists_the_groups_and_their_options(tmp_path):
     out = run_train("--help", data_dir=tmp_path, log_dir=tmp_path).stdout
     groups = out.split("== Config groups")[1].split("== Composed config")[0]
@@ -36,6 +23,7 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
 
 
 @pytest.mark.parametrize(("group", "choice"), [("model", "lenet5_modified"), ("data", "mnist")])
+@pytest.mark.slow
 def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
     result = run_train(f"{group}=nope", data_dir=tmp_path, log_dir=tmp_path)
     assert result.returncode != 0
@@ -43,6 +31,7 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
     assert f"Available options in '{group}'" in result.stderr and choice in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_offline_says_where_and_how(tmp_path):
     result = run_train(
         "data=mnist", "data.download=false", data_dir=tmp_path / "nothing", log_dir=tmp_path
@@ -54,6 +43,7 @@ def test_missing_data_offline_says_where_and_how(tmp_path):
     assert not (tmp_path / "train").exists()
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_dir(data_dir, tmp_path):
     result = run_train("-m", "model=fcn,lenet5", *FAST, data_dir=data_dir, log_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,6 +60,7 @@ def test_multirun_gives_each_job_its_own_dir(data_dir, tmp_path):
     assert "model: lenet5" in (jobs[1] / "tensorboard" / "hparams.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_two_identical_sweeps_started_together_never_share_a_folder(data_dir, tmp_path):
     env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(tmp_path)}
     args = [sys.executable, "train.py", "-m", "optimizer.lr=0.01,0.001", *FAST]

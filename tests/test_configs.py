@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from lightning_models import LabError, build
-from tests.conftest import compose_train
+from lightning_models import LabError
+from lightning_models.build import instantiate_node as build
+from tests.helpers import compose_train
 
 
 def test_sizes_are_interpolated_from_the_data_config():
@@ -90,6 +91,7 @@ def test_init_finding_no_layer_warns():
         build(compose_train(["model=softmax_regression_manual", "init=xavier_normal"]).model)
 
 
+@pytest.mark.slow
 def test_onecycle_spans_the_whole_run(train_cfg):
     cfg = train_cfg("scheduler=onecycle", "optimizer.lr=0.01", "trainer.max_epochs=2")
     from train import train

@@ -5,7 +5,7 @@ import torch
 
 from datamodules import FashionMNISTDataModule, MNISTDataModule
 from lightning_models import LabError
-from tests.idx_files import write_gz_folder
+from tests.helpers import write_gz_folder
 
 
 def test_split_sizes_batches_and_normalisation(data_dir):

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_models import DivergedError
-from tests.conftest import FAST
-from tests.test_cli import run_train
-from train import _collapsed, train
+from lightning_models import DivergedError, report
+from tests.helpers import FAST, run_train
+from train import train
 
-NAN_AT = ["loss._target_=tests.faults.NaNLossAfter"]
+NAN_AT = ["loss._target_=tests.helpers.NaNLossAfter"]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_at_that_step_with_finite_checkpoints_only(train_cfg, tmp_path):
     # 3 batches per epoch: epoch 0 ends normally (checkpoints), the loss is NaN at step 4.
     cfg = train_cfg(*NAN_AT, "+loss.after_steps=4", "trainer.max_epochs=3")
@@ -30,6 +30,7 @@ def test_nan_loss_stops_at_that_step_with_finite_checkpoints_only(train_cfg, tmp
         )
 
 
+@pytest.mark.slow
 def test_diverged_single_run_exits_non_zero_with_status(data_dir, tmp_path):
     result = run_train(*NAN_AT, "+loss.after_steps=2", *FAST, data_dir=data_dir, log_dir=tmp_path)
     output = result.stdout + result.stderr
@@ -40,6 +41,7 @@ def test_diverged_single_run_exits_non_zero_with_status(data_dir, tmp_path):
     assert json.loads(metrics_file.read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_sweep_goes_on_past_a_diverging_job(data_dir, tmp_path):
     result = run_train(
         "-m", *NAN_AT, "+loss.after_steps=1000,1,1000", *FAST, data_dir=data_dir, log_dir=tmp_path
@@ -69,15 +71,17 @@ class _Tested:
     ],
 )
 def test_collapse_means_one_predicted_class(matrix, collapsed):
-    assert _collapsed(_Tested(matrix)) is collapsed
+    assert report.collapsed(_Tested(matrix)) is collapsed
 
 
+@pytest.mark.slow
 def test_a_healthy_run_has_status_ok(train_cfg, tmp_path):
     metrics = train(train_cfg())
     assert metrics["status"] == "ok"
     assert json.loads(Path(tmp_path / "metrics.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_deferred_check_names_the_first_bad_step_and_saves_no_bad_checkpoint(train_cfg, tmp_path):
     # The accelerator way (no host sync per step), forced on the CPU: the NaN of step 4 is read
     # at step 5 (every 2 steps), and the message still names step 4.

@@ -2,10 +2,12 @@
 
 import json
 
-from tests.conftest import FAST
-from tests.test_cli import run_train
+import pytest
+
+from tests.helpers import FAST, run_train
 
 
+@pytest.mark.slow
 def test_eval_of_the_best_checkpoint_reproduces_the_training_test_acc(data_dir, tmp_path):
     trained = run_train(
         "model=lenet5_relu", "data=mnist", *FAST, data_dir=data_dir, log_dir=tmp_path
@@ -28,6 +30,7 @@ def test_eval_of_the_best_checkpoint_reproduces_the_training_test_acc(data_dir, 
     assert f"test/acc       {first['test/acc']:.4f}" in evaluated.stdout
 
 
+@pytest.mark.slow
 def test_eval_without_a_run_dir_says_what_it_needs(data_dir, tmp_path):
     stray = tmp_path / "model.ckpt"
     stray.write_bytes(b"not really")

@@ -4,9 +4,9 @@ import csv
 
 import pytest
 
-from lightning_models import ImageClassifier, build
-from tests.conftest import CONF, FAST, compose_train
-from tests.test_cli import run_train
+from lightning_models import ImageClassifier
+from lightning_models.build import instantiate_node as build
+from tests.helpers import CONF, FAST, compose_train, run_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -60,6 +60,7 @@ def test_recipes_match_the_reports(name, expected):
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
 
 
+@pytest.mark.slow
 def test_lr_sweep_runs_the_five_rates_into_a_table_in_report_order(data_dir, tmp_path):
     result = run_train(
         "-m", "experiment=fashion_lenet5_lr_sweep", *FAST, data_dir=data_dir, log_dir=tmp_path

@@ -17,6 +17,7 @@ from tensorboard.util import tensor_util
 from torchvision import transforms
 
 from lightning_models import LabError
+from lightning_models.build import instantiate_node as build
 from lightning_models.callbacks import (
     EpochTimer,
     TensorBoardLayout,
@@ -26,7 +27,6 @@ from lightning_models.callbacks import (
     first_tensor,
     tag_name,
 )
-from lightning_models.errors import build
 from lightning_models.figures import (
     GLUE,
     confusion_matrix_image,
@@ -36,8 +36,7 @@ from lightning_models.figures import (
     shade,
     text_image,
 )
-from lightning_models.validation import build_callbacks
-from tests.conftest import FAST, compose_train
+from tests.helpers import FAST, compose_train
 from train import train
 
 FASHION = [
@@ -235,7 +234,7 @@ def test_test_figures_collect_nothing_without_tensorboard(tmp_path):
 
 def test_each_callback_config_instantiates():
     cfg = compose_train(["callbacks=[epoch_timer,tensorboard_layout,test_figures]"])
-    built = {type(c) for c in build_callbacks(cfg)}
+    built = {type(build(node)) for node in cfg.callbacks.values()}
     assert built == {EpochTimer, TensorBoardLayout, TestFigures}
     assert build(cfg.callbacks.test_figures).max_images == 64
 
@@ -266,6 +265,7 @@ def run_events(data_dir, tmp_path_factory):
     return metrics, events
 
 
+@pytest.mark.slow
 def test_run_logs_epoch_times(run_events):
     metrics, events = run_events
     for tag in ("time/epoch_s", "time/img_per_s"):

@@ -19,10 +19,11 @@ from datamodules.image_folder import (
     _View,
     register_resolvers,
 )
-from lightning_models import LabError, build
-from tests.conftest import compose_train
-from tests.image_files import (
+from lightning_models import LabError
+from lightning_models.build import instantiate_node as build
+from tests.helpers import (
     CLASSES,
+    compose_train,
     truncate,
     write_class_folders,
     write_image,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import functional as TF
 
 from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
+from datamodules.base import Augmentation
 from datamodules.in_memory import (
     BatchMaker,
     InMemoryImages,
@@ -26,7 +27,7 @@ from datamodules.in_memory import (
     shift_and_flip,
 )
 from lightning_models import ImageClassifier, LabError
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 # (datamodule class, extra arguments): MNIST format (as is, and replicated to 3 channels) and
 # CIFAR format (as is, and made grey).
@@ -112,11 +113,14 @@ def test_shift_and_flip_is_randomcrop_with_zero_padding_then_flip(channels, max_
 
 def test_augmentation_only_on_training_batches_and_as_configured(data_dir):
     fashion = make(data_dir, "fashion", batch_size=50, val_size=100, augment=True, max_shift=2)
-    assert (fashion.fast_max_shift, fashion.fast_mirror) == (2, True)
+    assert fashion.augmentation == Augmentation(max_shift=2, mirror=True)
     digits = make(data_dir, "mnist", val_size=100, augment=True, max_shift=3)
-    assert (digits.fast_max_shift, digits.fast_mirror) == (3, False)  # digits are never mirrored
+    assert digits.augmentation == Augmentation(max_shift=3, mirror=False)  # digits never mirrored
     cifar = make(data_dir, "cifar10", val_size=20, augment=True)
-    assert (cifar.fast_max_shift, cifar.fast_mirror) == (4, True)
+    assert cifar.augmentation == Augmentation(max_shift=4, mirror=True)
+    # Both paths read the one declaration: the fast path's training batches shift and mirror so.
+    assert (fashion.fast.train_batches.max_shift, fashion.fast.train_batches.mirror) == (2, True)
+    assert not (digits.fast.eval_batches.max_shift or digits.fast.eval_batches.mirror)
     plan = fashion.train_dataloader().plan(0)
     assert plan.shifts.min() == 0 and plan.shifts.max() == 4 and plan.flips.any()
     plain = make(data_dir, "fashion", batch_size=50, val_size=100)
@@ -318,6 +322,7 @@ def test_lab_trains_on_the_fast_path(train_cfg):
 # --- the benchmark -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_speed_benchmark_prints_its_table(data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["speed.py"])
     from benchmarks import speed

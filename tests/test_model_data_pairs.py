@@ -5,8 +5,9 @@ otherwise stops at start-up with a sentence naming the model, the shape it needs
 import pytest
 import torch
 
-from lightning_models import ImageClassifier, LabError, build
-from tests.conftest import CONF, compose_train
+from lightning_models import ImageClassifier, LabError
+from lightning_models.build import instantiate_node as build
+from tests.helpers import CONF, compose_train
 from train import train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -40,6 +41,7 @@ def test_every_option_is_covered():
 
 
 @pytest.mark.parametrize(("model", "data"), VALID)
+@pytest.mark.slow
 def test_every_valid_pair_composes_and_runs(train_cfg, image_folder, model, data):
     cfg = train_cfg(
         f"model={model}", *data_overrides(data, image_folder), "trainer.fast_dev_run=true"

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_models import LabError, build
+from lightning_models import LabError
+from lightning_models.build import instantiate_node as build
 from lightning_models.nets import (
     CifarCNN,
     InputShapeError,
@@ -17,7 +18,7 @@ from lightning_models.nets import (
     ThreeLayerConvNet,
     TwoLayerFC,
 )
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 
 def n_params(module: torch.nn.Module) -> int:

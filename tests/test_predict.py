@@ -1,4 +1,5 @@
-"""``python -m lightning_models.predict``: classify image files with a checkpoint of a real run."""
+"""``python -m lightning_models.tools.predict``: classify image files with a checkpoint of a
+real run."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ from PIL import Image
 from torchvision import datasets
 
 from datamodules.cifar10 import CIFAR10_CLASSES, CIFAR10DataModule
-from lightning_models.errors import build
-from lightning_models.predict import (
+from lightning_models.build import instantiate_node as build
+from lightning_models.tools.predict import (
     load_predictor,
     main,
     preprocess,
     run_config,
 )
-from tests.conftest import FAST, ROOT
-from tests.test_cli import run_train
+from tests.helpers import FAST, ROOT, run_train
 
 MNIST_CLASSES = list(datasets.MNIST.classes)
 N_GREY = 3  # 28x28 grayscale PNGs of MNIST test images
@@ -95,6 +95,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_csv_has_one_row_per_file_and_reports_the_unreadable_ones(ckpt, inputs, tmp_path, capsys):
     out = tmp_path / "preds.csv"
     args = [str(inputs["folder"]), str(inputs["text"]), str(inputs["missing"])]
@@ -144,10 +145,11 @@ def test_a_training_image_as_png_gets_the_models_prediction_on_the_datamodule_te
         assert float(row["probability"]) == pytest.approx(float(log_probs.exp().max()), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_table_on_stdout_through_the_real_command_line(ckpt, inputs):
     args = [str(inputs["folder"]), str(inputs["text"]), str(inputs["missing"]), "--top-k", "2"]
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_models.predict", str(ckpt), *args],
+        [sys.executable, "-m", "lightning_models.tools.predict", str(ckpt), *args],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,

@@ -1,6 +1,6 @@
-"""The reproduction suite end to end (``python -m lightning_models.reproduce --quick``), and the
-pieces it stands on: the reports' rows files, CIFAR-10 batches made from a JPEG folder, the
-unshuffled loader of report 004 and report 003's three versions of its convnet."""
+"""The reproduction suite end to end (``python -m lightning_models.tools.reproduce --quick``),
+and the pieces it stands on: the reports' rows files, CIFAR-10 batches made from a JPEG folder,
+the unshuffled loader of report 004 and report 003's three versions of its convnet."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from PIL import Image
 from datamodules.cifar10 import CIFAR10_CLASSES, CIFAR10DataModule, write_batches_from_folder
 from datamodules.in_memory import BatchMaker, InMemoryImages, ShuffledBatches
 from lightning_models.nets import ThreeLayerConvNet
-from lightning_models.reproduce import REPORTS, ROOT, load_reports
-from tests.conftest import compose_train
+from lightning_models.tools.reproduce import REPORTS, ROOT, load_reports
+from tests.helpers import compose_train
 
 
+@pytest.mark.slow
 def test_every_rows_file_loads_and_names_real_experiments():
     experiments = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
     reports = load_reports(ROOT / "reproduction" / "reports", REPORTS)
@@ -58,7 +59,7 @@ def test_quick_suite_of_report_000_runs_writes_its_table_and_figures_and_resumes
 ):
     runs = tmp_path / "runs"
     command = [
-        sys.executable, "-m", "lightning_models.reproduce", "--quick", "--report", "000",
+        sys.executable, "-m", "lightning_models.tools.reproduce", "--quick", "--report", "000",
         "--data-dir", str(data_dir), "--runs", str(runs), "--", "data.verify_checksums=false",
     ]  # fmt: skip
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -194,10 +195,11 @@ def test_report_003s_three_convnets():
         assert torch.allclose(sequential(x), expected)
 
 
+@pytest.mark.slow
 def test_test_loss_each_epoch_is_logged_and_changes_no_weight(data_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tests.conftest import FAST
+    from tests.helpers import FAST
     from train import train
 
     composed = compose_train(["callbacks=[default,test_curve]"])

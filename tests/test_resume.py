@@ -1,5 +1,5 @@
 """Exact resume after a kill: real ``python train.py`` processes, SIGKILLed at known points by
-``tests.faults.KillAt``, then resumed with ``ckpt_path=last``, end with the weights and test
+``tests.helpers.KillAt``, then resumed with ``ckpt_path=last``, end with the weights and test
 accuracy of an uninterrupted run with the same seed."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_models.errors import LabError, build
-from lightning_models.resume import check_resumable, load_checkpoint, lr_note
-from tests.conftest import FAST
-from tests.test_cli import run_train
+from lightning_models.build import instantiate_node as build
+from lightning_models.checkpoints import check_resumable, load_checkpoint, lr_note
+from lightning_models.checks import LabError
+from tests.helpers import FAST, run_train
+
+# Every test here kills and resumes real runs.
+pytestmark = pytest.mark.slow
 
 # 3 epochs of 5 batches, last.ckpt every 2 steps as well as every epoch, a model with dropout
 # and mirrored images, a learning rate that changes within epochs (logged every step),
@@ -62,7 +65,7 @@ def uninterrupted(data_dir, tmp_path_factory) -> Path:
 def kill_then_resume(kill: str, data_dir: Path, log_dir: Path, explicit: bool = False) -> Path:
     """Run with ``KillAt(<kill>)`` until it dies, resume with the same overrides and
     ``ckpt_path=last`` (or, ``explicit``, the path of the run's last.ckpt); the run dir."""
-    fault = f"+callbacks.kill={{_target_:tests.faults.KillAt,once:{log_dir}/killed,{kill}}}"
+    fault = f"+callbacks.kill={{_target_:tests.helpers.KillAt,once:{log_dir}/killed,{kill}}}"
     killed = run_train(*SETTINGS, fault, data_dir=data_dir, log_dir=log_dir)
     assert killed.returncode == -9, killed.stderr[-3000:]
     (run,) = run_dirs_with_checkpoints(log_dir)
@@ -172,7 +175,6 @@ BASE = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11])
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_repeated_random_kills_resume_to_the_uninterrupted_weights(
@@ -185,7 +187,7 @@ def test_repeated_random_kills_resume_to_the_uninterrupted_weights(
     # 4 epochs of 5 steps; the first checkpoint is at step 3: kill at 3 moments after it
     steps = sorted(random.Random(seed).sample(range(4, 20), 3))
     log_dir = tmp_path / "killed"
-    fault = f"+callbacks.kill={{_target_:tests.faults.KillAt,once:{log_dir}/killed,steps:{steps}}}"
+    fault = f"+callbacks.kill={{_target_:tests.helpers.KillAt,once:{log_dir}/killed,steps:{steps}}}"
     first = run_train(*settings, fault, data_dir=data_dir, log_dir=log_dir)
     assert first.returncode == -9, first.stderr[-3000:]
     for k in range(len(steps)):

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
 from lightning_models import runtime
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 
 def test_gpu_probe_is_dropped_only_without_a_gpu(monkeypatch):

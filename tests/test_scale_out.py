@@ -8,7 +8,6 @@ code path of ``trainer=ddp`` on GPUs (only the accelerator and the process group
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -19,14 +18,23 @@ import pytest
 import torch
 import yaml
 from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.in_memory import BatchMaker, InMemoryImages, OrderedBatches, ShuffledBatches
-from lightning_models.errors import LabError
-from lightning_models.validation import check_config, check_sweep
-from tests.conftest import FAST, ROOT, compose_train
-from tests.test_cli import run_train
-from train import resume_if_requeued, train
+from lightning_models.checkpoints import checkpoint_to_resume
+from lightning_models.checks import LabError, check_config, check_sweep
+from tests.helpers import (
+    FAST,
+    ROOT,
+    compose_train,
+    event_files,
+    job_dirs,
+    metrics_of,
+    run_train,
+    scalars,
+    table_rows,
+    the_sweep,
+)
+from train import train
 
 # FAST without its one-CPU-device trainer, so that trainer=ddp_cpu keeps its 2 processes, and
 # with the default callbacks, progress bar included: process 0's bar reads the epoch's metrics
@@ -39,45 +47,10 @@ SMALL = [
 ]
 
 
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted(
-        (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
-
-
-def the_sweep(log_dir: Path) -> Path:
-    """The one sweep folder under ``log_dir``; no single-run folder beside it."""
-    assert not (log_dir / "train" / "runs").exists()
-    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
-    return sweep
-
-
-def metrics_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def table_rows(sweep: Path) -> list[list[str]]:
-    """The per-job table of summary.md as rows of cells, header first."""
-    lines = (sweep / "summary.md").read_text().split("## mean")[0].splitlines()
-    rows = [
-        [c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")
-    ]
-    return [rows[0], *rows[2:]]  # the rule line dropped
-
-
-def event_files(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-
-
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
-
-
 # --- DDP -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ddp_cpu_run_matches_one_process_with_the_global_batch(data_dir, tmp_path, train_cfg):
     """trainer=ddp_cpu: 2 processes of 32 images per step train on exactly the images of one
     process with 64 (each process takes every other image of the same permutation), and their
@@ -103,9 +76,9 @@ def test_ddp_cpu_run_matches_one_process_with_the_global_batch(data_dir, tmp_pat
     # One set of event files: all written by one process (rank 0; the pid ends their names).
     pids = {p.name.split(".")[-2] for p in event_files(run)}
     assert len(pids) == 1, event_files(run)
-    steps = [s for s, _ in scalars(run, "train/loss")]
+    steps = [s for s, _ in scalars(run)["train/loss"]]
     assert steps == sorted(set(steps)) and len(steps) == 1  # one epoch, logged once
-    assert scalars(run, "test/acc")[-1][1] == pytest.approx(ddp["test/acc"])
+    assert scalars(run)["test/acc"][-1][1] == pytest.approx(ddp["test/acc"])
     log = (run / "train.log").read_text()
     assert log.count("DDP: starting 2 processes") == 1
     assert log.count("torch threads:") == 1  # rank 1 logs warnings only
@@ -127,6 +100,7 @@ def test_ddp_cpu_run_matches_one_process_with_the_global_batch(data_dir, tmp_pat
     assert ddp["val/acc_best"] == pytest.approx(single["val/acc_best"], abs=1 / 100)
 
 
+@pytest.mark.slow
 def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_path):
     result = run_train(
         "-m",
@@ -161,13 +135,14 @@ def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_p
 # --- submitit: a DDP job in a sweep; a job preempted, requeued and resumed -------------------
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(data_dir, tmp_path):
     """Job 0 (one process) is preempted and resumes from its own last.ckpt; job 1 is a DDP job:
     Lightning's ddp would start its rank 1 by running the command line again, i.e. the submitit
     worker (or under -m a whole new sweep); the lab starts both processes itself, and the job
     writes only its own folder.
 
-    The preemption is submitit's signal, sent at the worst moment (``tests.faults.SignalAt``):
+    The preemption is submitit's signal, sent at the worst moment (``tests.helpers.SignalAt``):
     epoch 1's last.ckpt is written and its train metrics are not yet logged. Acted on there, the
     resumed job would never log them; the lab acts on it at the next batch."""
     env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(tmp_path)}
@@ -181,7 +156,7 @@ def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(da
         "trainer.limit_train_batches=6",
         "torch_threads=1",
         "callbacks.step_checkpoint.every_n_train_steps=2",
-        "+callbacks.preempt={_target_:tests.faults.SignalAt,once:${paths.output_dir}/preempted,"
+        "+callbacks.preempt={_target_:tests.helpers.SignalAt,once:${paths.output_dir}/preempted,"
         "epoch:1}",
     ]
     result = subprocess.run(
@@ -201,7 +176,7 @@ def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(da
     assert "acted on at the next batch boundary" in log
     assert log.count("Resuming from") == 1 and "(epoch 1, step 12)" in log  # epoch 1's end
     # The resumed job continued its TensorBoard run: each epoch's train/loss once, epoch 1's too.
-    steps = [s for s, _ in scalars(jobs[0], "train/loss")]
+    steps = [s for s, _ in scalars(jobs[0])["train/loss"]]
     assert steps == [6 * epoch + 5 for epoch in range(12)]
     assert [r[-1] for r in table_rows(sweep)[1:]] == ["ok", "ok"]
     submitit_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
@@ -211,6 +186,7 @@ def test_submitit_local_sweep_with_a_ddp_job_and_a_preempted_job_that_resumes(da
 # --- Optuna ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_optuna_search_reports_its_best_trial(data_dir, tmp_path):
     pytest.importorskip(
         "optuna", reason="the sweeps extra is not installed: pip install -e .[sweeps]"
@@ -316,12 +292,9 @@ def test_only_a_requeued_submitit_job_resumes_from_its_own_checkpoint(tmp_path, 
     last.parent.mkdir()
     last.write_bytes(b"")
     monkeypatch.delenv("SUBMITIT_FOLDER", raising=False)
-    resume_if_requeued(cfg)  # not a submitit job: a fresh run
-    assert cfg.ckpt_path is None
+    assert checkpoint_to_resume(cfg) is None  # not a submitit job: a fresh run
     monkeypatch.setenv("SUBMITIT_FOLDER", str(tmp_path / ".submitit"))
-    resume_if_requeued(cfg)
-    assert cfg.ckpt_path == str(last)
+    assert checkpoint_to_resume(cfg) == last
     with open_dict(cfg):
         cfg.ckpt_path = "other.ckpt"
-    resume_if_requeued(cfg)  # a checkpoint asked for wins
-    assert cfg.ckpt_path == "other.ckpt"
+    assert checkpoint_to_resume(cfg) == Path("other.ckpt")  # a checkpoint asked for wins

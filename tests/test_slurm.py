@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 
 import train  # noqa: F401  (registers the resolvers the launcher config uses)
-from tests.conftest import FAST, ROOT, compose_train
-from tests.test_scale_out import job_dirs, metrics_of, scalars, table_rows, the_sweep
+from tests.helpers import (
+    FAST,
+    ROOT,
+    compose_train,
+    job_dirs,
+    metrics_of,
+    scalars,
+    table_rows,
+    the_sweep,
+)
 
 
 def cluster_up() -> bool:
@@ -107,7 +115,7 @@ def test_slurm_sweep_of_the_default_trainer_with_a_preempted_job_that_resumes(da
     log = (jobs[0] / "train.log").read_text()
     assert "Requeued job: resuming from its own" in log and log.count("Resuming from") == 1
     # The resumed job continued its TensorBoard run: each epoch's train/loss once, none missing.
-    steps = [s for s, _ in scalars(jobs[0], "train/loss")]
+    steps = [s for s, _ in scalars(jobs[0])["train/loss"]]
     assert steps == [6 * epoch + 5 for epoch in range(epochs)]
     assert [r[-1] for r in table_rows(sweep)[1:]] == ["ok", "ok"]
     submitit_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))

@@ -14,10 +14,9 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from lightning_models import sweep_table
-from lightning_models.sweep_table import SweepSummary, collect, load_sweep, write_summary
-from tests.conftest import FAST, ROOT
-from tests.test_cli import run_train
+from lightning_models.tools import sweep_table
+from lightning_models.tools.sweep_table import SweepSummary, collect, load_sweep, write_summary
+from tests.helpers import FAST, ROOT, run_train
 
 NAN = float("nan")
 COMMON = ["data=fashion", "trainer.max_epochs=10"]
@@ -228,10 +227,17 @@ def test_main_explains_a_job_dir(seed_sweep, capsys):
     )
 
 
+@pytest.mark.slow
 def test_cli_rebuilds_the_table_and_rejects_a_non_sweep_dir(seed_sweep, tmp_path):
     (tmp_path / "plain").mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_models.sweep_table", str(seed_sweep), tmp_path / "plain"],
+        [
+            sys.executable,
+            "-m",
+            "lightning_models.tools.sweep_table",
+            str(seed_sweep),
+            tmp_path / "plain",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -244,6 +250,7 @@ def test_cli_rebuilds_the_table_and_rejects_a_non_sweep_dir(seed_sweep, tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_real_multirun_writes_the_table(data_dir, tmp_path):
     result = run_train("-m", "optimizer.lr=0.01,0.001", *FAST, data_dir=data_dir, log_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

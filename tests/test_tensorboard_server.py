@@ -53,6 +53,7 @@ def wait_for_tags(url: str, plugin: str, run: str, tag: str, timeout: float = 60
     raise AssertionError(f"{plugin} tag {tag} of run {run} never appeared: {tags}")
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_scalars_and_images_of_a_run(train_cfg, tensorboard):
     logdir, url = tensorboard
     run_dir = logdir / "train" / "runs" / "one"

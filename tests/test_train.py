@@ -1,22 +1,14 @@
 """End to end through train.py's code path with the real Hydra config, shrunk to seconds."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_models import LabError
-from tests.conftest import FAST, compose_train
+from tests.helpers import FAST, compose_train, scalar_tags, scalars
 from train import train
 
 LOGGED = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"}
-
-
-def scalar_tags(run_dir: Path) -> set[str]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return set(events.Tags()["scalars"])
 
 
 def test_fast_dev_run(train_cfg):
@@ -89,17 +81,8 @@ def test_scheduler_steps_every_batch_when_interval_is_step(train_cfg, tmp_path):
     assert lrs == pytest.approx([1e-3 * 0.5**i for i in range(3)])
 
 
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    # Sorted: the order in which the reader merges a run's event files (fit, then test) is not
-    # part of what is compared.
-    return {
-        t: sorted((e.step, e.value) for e in events.Scalars(t)) for t in events.Tags()["scalars"]
-    }
-
-
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.slow
 def test_same_seed_gives_identical_tensorboard_scalars(tmp_path, train_cfg, fast):
     """Bit-identical on the CPU with trainer.deterministic=true, through both data paths and with
     dropout and augmentation drawing random numbers (lenet5_modified mirrors its images)."""

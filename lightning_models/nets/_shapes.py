@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError
 
 
 class InputShapeError(LabError):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError
 
 # nn.init's defaults: Kaiming uses fan_in and the ReLU gain (√2), as report 003's calls did.
 SCHEMES = {

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError
 
 
 class MLPDeep(nn.Module):

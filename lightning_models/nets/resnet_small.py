@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lightning_models.errors import LabError
+from lightning_models.checks import LabError
 
 
 class BasicBlock(nn.Module):

@@ -1,7 +1,7 @@
 """Classify image files with a trained checkpoint, preprocessed as its run's test images were.
 
-    python -m lightning_models.predict <run>/checkpoints/epoch_009.ckpt path/to/folder img1.png \
-        img2.jpg [--output preds.csv] [--top-k 3] [--batch-size 64]
+    python -m lightning_models.tools.predict <run>/checkpoints/epoch_009.ckpt path/to/folder \
+        img1.png img2.jpg [--output preds.csv] [--top-k 3] [--batch-size 64]
 
 The model, the image size, the channels, the normalisation and the class names all come from the
 config of the run that wrote the checkpoint (``<run dir>/.hydra/config.yaml``), never from this
@@ -33,7 +33,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from datamodules.image_folder import ImageLoader, is_image_file
-from lightning_models.errors import LabError, build
+from lightning_models.build import instantiate_node as build
+from lightning_models.checkpoints import load_checkpoint, run_dir_of
+from lightning_models.checks import LabError
 from lightning_models.run_config import config_of_checkpoint
 
 
@@ -71,29 +73,18 @@ def run_config(ckpt: Path) -> DictConfig:
             "paths": {
                 "data_dir": os.environ.get("LAB_DATA_DIR", "data"),
                 "log_dir": os.environ.get("LAB_LOG_DIR", "logs"),
-                "output_dir": str(ckpt.expanduser().resolve().parent.parent),
+                "output_dir": str(run_dir_of(ckpt) or ckpt.expanduser().resolve().parent),
             },
         }
     )
     return config_of_checkpoint(invocation)
 
 
-def read_checkpoint(ckpt: Path) -> dict:
-    try:
-        # weights_only: a checkpoint is data, and unpickling arbitrary objects would run code.
-        return torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises anything from EOFError to UnpicklingError
-        raise LabError(
-            f"cannot read checkpoint {ckpt} ({type(err).__name__}: {err}); give a .ckpt that "
-            "training wrote"
-        ) from None
-
-
 def load_predictor(ckpt: Path, device: torch.device | None = None) -> Predictor:
     """The model of ``ckpt`` in eval mode on ``device`` (a GPU when there is one), with its
     run's preprocessing and class names."""
     cfg = run_config(ckpt)
-    checkpoint = read_checkpoint(ckpt)
+    checkpoint = load_checkpoint(ckpt)
     num_classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
     if num_classes is not None:
         # An image folder's class count is a resolver that lists data.root; the checkpoint knows
@@ -303,7 +294,7 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_models.predict",
+        prog="python -m lightning_models.tools.predict",
         description="Classify image files with a checkpoint, preprocessed as its run's data.",
     )
     parser.add_argument("checkpoint", type=Path, help="<run dir>/checkpoints/<name>.ckpt")

@@ -9,7 +9,7 @@ mean ± std over seeds of each configuration.
 ``SweepSummary`` (registered under ``callbacks:`` in ``conf/hydra/default.yaml``) writes the
 files when a multirun ends; to rebuild them for any existing sweep dir:
 
-    python -m lightning_models.sweep_table logs/train/multiruns/<stamp> [<sweep_dir> ...]
+    python -m lightning_models.tools.sweep_table logs/train/multiruns/<stamp> [<sweep_dir> ...]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from lightning_models.checks import is_number
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def read_overrides(path: Path) -> dict[str, str]:
 def infer_status(metrics: dict[str, Any]) -> str:
     """Status of a metrics.json written before train.py recorded one: any non-finite number
     (a NaN loss) means the run diverged."""
-    numbers = [v for v in metrics.values() if _is_number(v)]
+    numbers = [v for v in metrics.values() if is_number(v)]
     return "ok" if all(math.isfinite(v) for v in numbers) else "diverged"
 
 
@@ -164,13 +166,9 @@ def load_sweep(sweep_dir: str | os.PathLike) -> Sweep:
 # ---------------------------------------------------------------- rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def metric(job: Job, key: str) -> float | None:
     value = job.metrics.get(key)
-    return value if _is_number(value) else None
+    return value if is_number(value) else None
 
 
 def job_rows(sweep: Sweep) -> list[dict[str, Any]]:
@@ -332,7 +330,7 @@ def render_markdown(sweep: Sweep, written: datetime) -> str:
 
 def render_csv(sweep: Sweep) -> str:
     """One row per job with every override key and every number of metrics.json, raw."""
-    found = {k for j in sweep.jobs for k, v in j.metrics.items() if _is_number(v)}
+    found = {k for j in sweep.jobs for k, v in j.metrics.items() if is_number(v)}
     metric_keys = [*CSV_METRICS, *sorted(found - set(CSV_METRICS))]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -446,7 +444,7 @@ def not_a_sweep_dir(path: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_models.sweep_table",
+        prog="python -m lightning_models.tools.sweep_table",
         description="Rebuild summary.md and summary.csv of Hydra sweep dirs; print the tables.",
     )
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="sweep_dir")
