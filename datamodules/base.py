@@ -6,14 +6,16 @@ once from their options, and build the full training and test datasets (``setup`
 the loaders are made here once for all of them.
 
 Two kinds of loaders: torchvision's ``DataLoader`` over the datasets (any dataset, any transform),
-and, for datasets held in memory (MNIST, FashionMNIST, CIFAR-10) at their own image size, the fast
-path of :mod:`datamodules.in_memory` (``data.fast``): the images as one ``uint8`` tensor on the
-training device, batched, normalised and augmented there, with the same split, values and
-augmentation semantics. ``data.fast=auto`` (the default) takes it where it applies, ``true``
-insists (a LabError says why it cannot), ``false`` keeps torchvision's loaders. On the fast path
-``num_workers`` and ``pin_memory`` are ignored (there is no worker and no host-to-device copy per
-batch), and ``data_train``/``data_val``/``data_test`` are still torchvision's datasets (for
-inspection, predictions and figures); only the loaders differ. Everything the fast path keeps (the
+and, for datasets held in memory (MNIST, FashionMNIST, CIFAR-10 at their own image size; image
+folders decoded once when they fit ``data.max_memory_mb``), the fast path of
+:mod:`datamodules.in_memory` (``data.fast``): the images as one ``uint8`` tensor on the training
+device, batched, normalised and augmented there, with the same split, values and augmentation
+semantics. ``data.fast=auto`` (the default) takes it where it applies, ``true`` insists (a
+LabError says why it cannot), ``false`` keeps torchvision's loaders. On the fast path
+``pin_memory`` is ignored (there is no host-to-device copy per batch), and so is ``num_workers``
+except where the files are decoded once in that many workers (image folders), and
+``data_train``/``data_val``/``data_test`` are still torchvision's datasets (for inspection,
+predictions and figures); only the loaders differ. Everything the fast path keeps (the
 tensors, their copy on the device, the train loader's place for checkpoints) is one
 :class:`~datamodules.in_memory.FastLoaders`, the datamodule's ``fast`` once it is set up.
 """
@@ -98,6 +100,9 @@ class ImageDataModule(L.LightningDataModule):
     dataset_classes: int | None = None  # fixed by the dataset (10 for MNIST), else None
     in_memory_dataset = False  # torchvision holds every image in memory: the fast path applies
     native_size: int | None = None  # the dataset's own image size, when it has one
+    # Options the fast path has no use for (no worker, no host-to-device copy per batch), named
+    # in its log line when set; a datamodule that decodes its files in workers keeps num_workers.
+    fast_ignores: tuple[str, ...] = ("num_workers", "pin_memory")
 
     def __init__(
         self,
@@ -200,7 +205,7 @@ class ImageDataModule(L.LightningDataModule):
             train_rows=self.train_rows,
             val_rows=self.val_rows,
             shuffle=self.shuffle,
-            ignored=[f"data.{k}" for k in ("num_workers", "pin_memory") if getattr(self, k)],
+            ignored=[f"data.{k}" for k in self.fast_ignores if getattr(self, k)],
         )
 
     def state_dict(self) -> dict[str, dict[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -10,14 +11,22 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms
 
+from datamodules.base import Augmentation
 from datamodules.image_folder import (
     RESOLVER,
     ImageFolderDataModule,
     ImageLoader,
+    _ClassFolders,
+    _Decoder,
     _View,
+    cache_key,
+    decode_files,
+    is_image_file,
     register_resolvers,
+    reorder_rows_,
 )
 from lightning_models import LabError
 from lightning_models.build import instantiate_node as build
@@ -176,6 +185,204 @@ def test_augmentation_only_touches_the_training_images(splits):
     assert view_of(dm.data_train).folder is view_of(dm.data_val).folder  # one scan, two views
 
 
+# --- in memory: decoded once, batched as CIFAR-10 is --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_val(tmp_path_factory) -> Path:
+    """``<root>/train/``, ``val/`` and ``test/`` of class folders (3 x 8, 3 x 3, 3 x 4)."""
+    return write_split_folders(tmp_path_factory.mktemp("with_val"), n_train=8, n_test=4, n_val=3)
+
+
+def batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x, y) for x, y in loader]
+
+
+def assert_same_batches(fast: ImageFolderDataModule, plain: ImageFolderDataModule) -> None:
+    """Train (in order), validation and test batches of the two paths: equal bit for bit."""
+    assert fast.fast is not None and plain.fast is None
+    for stage in ("train", "val", "test"):
+        ours = batches(getattr(fast, f"{stage}_dataloader")())
+        theirs = batches(getattr(plain, f"{stage}_dataloader")())
+        assert len(ours) == len(theirs) > 0, stage
+        for (x, y), (x_ref, y_ref) in zip(ours, theirs, strict=True):
+            assert x.dtype == x_ref.dtype and torch.equal(x, x_ref), stage
+            assert torch.equal(y, y_ref), stage
+
+
+@pytest.mark.parametrize("image_size", [64, 24])  # 64: some files keep their size; 24: none
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("layout", ["pool", "splits", "with_val"])
+def test_in_memory_batches_are_the_pil_paths(layout, in_channels, image_size, request):
+    root = request.getfixturevalue(layout)
+    # shuffle=false: both paths take the training images in the split's order, batch by batch.
+    options = dict(in_channels=in_channels, image_size=image_size, val_size=6, shuffle=False)
+    options.update(
+        batch_size=7, mean=[0.4, 0.5, 0.6][:in_channels], std=[0.2, 0.25, 0.3][:in_channels]
+    )
+    fast = set_up(root, fast=True, **options)
+    plain = set_up(root, fast=False, **options)
+    assert fast.use_fast and fast.memory_source == "decoded" and not plain.use_fast
+    held = fast.fast.memory[0].images
+    assert held.dtype == torch.uint8 and held.shape[1:] == (in_channels, image_size, image_size)
+    assert_same_batches(fast, plain)
+    # The same images behind the same indices: the torchvision datasets stay for inspection.
+    for data, ref in ((fast.data_train, plain.data_train), (fast.data_test, plain.data_test)):
+        assert paths_of(data) == paths_of(ref)
+
+
+def test_auto_is_in_memory_and_shuffled_batches_are_the_pil_images(pool):
+    dm = set_up(pool, val_size=6, batch_size=10, image_size=32)
+    assert dm.use_fast and dm.fast is not None  # data.fast=auto, the default
+    loader = dm.train_dataloader()
+    rows = loader.plan(0).rows
+    assert sorted(rows.tolist()) == sorted(dm.data_train.indices)
+    training_file = dm.data_train.dataset  # the rows index the images left after the test split
+    for k, (x, y) in enumerate(loader):
+        items = [training_file[int(r)] for r in rows[k * 10 : (k + 1) * 10]]
+        assert torch.equal(x, torch.stack([image for image, _ in items]))
+        assert y.tolist() == [label for _, label in items]
+
+
+def test_augmentation_in_memory_is_the_pil_paths_crop_and_flip(splits):
+    dm = set_up(splits, val_size=12, augment=True, image_size=32)
+    assert dm.augmentation == Augmentation(max_shift=4, mirror=True)
+    assert (dm.fast.train_batches.max_shift, dm.fast.train_batches.mirror) == (4, True)
+    assert not dm.fast.eval_batches.augments
+    plan = dm.train_dataloader().plan(0)
+    assert plan.shifts.max() > 0 and plan.flips.any()
+
+
+def test_decoding_in_worker_processes_gives_the_same_array(pool):
+    images = _ClassFolders(str(pool), is_valid_file=is_image_file)
+    paths = [path for path, _ in images.samples]
+    decoder = _Decoder(ImageLoader("RGB"), transforms.Resize((20, 20)), 3, 20)
+    here, processes_here = decode_files(paths, decoder, workers=1)
+    there, processes = decode_files(paths, decoder, workers=2)
+    assert (processes_here, processes) == (0, 2)
+    assert here.shape == (60, 3, 20, 20) and torch.equal(here, there)
+
+
+def test_reorder_rows_in_place():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(50, 2, 3, 3), dtype=np.uint8)
+    order = rng.permutation(50)
+    expected = images[order]
+    reorder_rows_(images, order)
+    assert np.array_equal(images, expected)
+
+
+# --- the cache of decoded images --------------------------------------------------------------
+
+
+def cache_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_the_cache_spares_the_next_run_the_decoding(tmp_path, caplog):
+    root = write_class_folders(tmp_path / "images", per_class=6)
+    cache = tmp_path / "cache"
+    options = dict(cache_dir=str(cache), image_size=24, val_size=3, test_size=4, batch_size=5)
+    options["shuffle"] = False  # training batches in the split's order, on both paths
+    first = set_up(root, **options)
+    assert first.memory_source == "decoded"
+    assert len(cache_files(cache)) == 1 and cache_files(cache)[0].endswith(".pt")  # no temp left
+    with caplog.at_level("INFO", logger="datamodules.image_folder"):
+        second = set_up(root, **options)
+    assert second.memory_source == "cache" and "loaded the decoded images of" in caplog.text
+    for ours, theirs in zip(first.fast.memory, second.fast.memory, strict=True):
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.labels, theirs.labels)
+    assert_same_batches(second, set_up(root, **options, fast=False))
+    # Another split of the same files: loaded and reordered, still the PIL path's images.
+    other = set_up(root, **{**options, "split_seed": 1})
+    assert other.memory_source == "cache" and len(cache_files(cache)) == 1
+    assert_same_batches(other, set_up(root, **{**options, "split_seed": 1}, fast=False))
+    # Another size or channel count is another array.
+    assert set_up(root, **{**options, "image_size": 16}).memory_source == "decoded"
+    assert len(cache_files(cache)) == 2
+    # One file touched: its modification time is in the key, so the folder is decoded anew.
+    touched = next((root / "forest").iterdir())
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert set_up(root, **options).memory_source == "decoded"
+    assert len(cache_files(cache)) == 3
+    assert set_up(root, **options).memory_source == "cache"
+
+
+def test_the_cache_key_changes_with_any_file(tmp_path):
+    root = write_class_folders(tmp_path, per_class=2)
+    samples = _ClassFolders(str(root), is_valid_file=is_image_file).samples
+    key = cache_key(root, samples, "RGB", 32)
+    assert cache_key(root, samples, "RGB", 32) == key
+    assert cache_key(root, samples, "L", 32) != key and cache_key(root, samples, "RGB", 31) != key
+    path = Path(samples[0][0])
+    stat = path.stat()
+    path.write_bytes(path.read_bytes() + b"\0")  # one byte more, the same modification time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache_key(root, samples, "RGB", 32) != key
+    assert cache_key(root, samples[1:], "RGB", 32) != key  # a file less
+
+
+def test_a_damaged_cache_file_is_decoded_again_and_replaced(tmp_path, caplog):
+    root = write_class_folders(tmp_path / "images", per_class=4)
+    cache = tmp_path / "cache"
+    set_up(root, cache_dir=str(cache), test_size=3)
+    (file,) = cache.iterdir()
+    file.write_bytes(file.read_bytes()[:100])  # cut short
+    with caplog.at_level("WARNING", logger="datamodules.image_folder"):
+        dm = set_up(root, cache_dir=str(cache), test_size=3)
+    assert dm.memory_source == "decoded" and "cannot read" in caplog.text
+    assert set_up(root, cache_dir=str(cache), test_size=3).memory_source == "cache"
+
+
+def test_without_the_fast_path_nothing_is_cached(tmp_path):
+    root = write_class_folders(tmp_path / "images", per_class=2)
+    set_up(root, cache_dir=str(tmp_path / "cache"), fast=False, test_size=2)
+    assert not (tmp_path / "cache").exists()
+
+
+# --- the memory budget ---------------------------------------------------------------------------
+
+
+def test_a_folder_over_the_budget_keeps_the_loaders(pool, caplog):
+    # 60 images at 1024x1024x3 would take 180 MB: none is decoded, the loaders read them.
+    with caplog.at_level("INFO", logger="datamodules.image_folder"):
+        dm = set_up(pool, image_size=1024, max_memory_mb=100)
+    assert not dm.use_fast and dm.fast is None and dm.memory_source is None
+    assert isinstance(dm.train_dataloader(), DataLoader)
+    lines = [r.getMessage() for r in caplog.records if r.name == "datamodules.image_folder"]
+    assert lines == [
+        f"data.fast=auto: the 60 images of {pool} at 1024x1024x3 need 180.0 MB, more than "
+        "data.max_memory_mb=100; using torchvision's DataLoader (raise data.max_memory_mb to hold "
+        "them in memory)"
+    ]
+    assert ImageFolderDataModule(str(pool), image_size=1024, max_memory_mb=180)._fits(60)
+    sentence = (
+        rf"data.fast=true cannot be used: the 60 images of {pool} at 1024x1024x3 need 180.0 MB, "
+        r"more than data.max_memory_mb=100; raise data.max_memory_mb if the host and training "
+        r"device have the memory, or use data.fast=auto or false"
+    )
+    with pytest.raises(LabError, match=sentence):
+        set_up(pool, image_size=1024, max_memory_mb=100, fast=True)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2GB", True])
+def test_bad_max_memory_mb(pool, value):
+    sentence = rf"data.max_memory_mb={value!r} is not allowed; use a whole number of at least 1"
+    with pytest.raises(LabError, match=sentence):
+        ImageFolderDataModule(str(pool), max_memory_mb=value)
+
+
+def test_bad_cache_dir(pool, tmp_path):
+    with pytest.raises(LabError, match=r"data.cache_dir=5 is not allowed; give a folder path"):
+        ImageFolderDataModule(str(pool), cache_dir=5)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        LabError, match=r"data.cache_dir=.*/file/cache cannot be used: .* is a file"
+    ):
+        ImageFolderDataModule(str(pool), cache_dir=str(tmp_path / "file" / "cache"))
+
+
 # --- data=imagefolder and the resolver ---------------------------------------------------------
 
 
@@ -196,27 +403,44 @@ def test_resolver_takes_a_path_and_registers_once(splits):
     assert OmegaConf.create({"n": f"${{{RESOLVER}:{splits}}}"}).n == 3
 
 
-def test_a_short_training_run_on_a_folder(pool, tmp_path):
+def short_run(root: Path, output_dir: Path, *overrides: str) -> dict:
+    """``train.train`` on ``root``: one epoch of two batches, on the CPU."""
     from train import train
 
     cfg = compose_train(
         [
             "data=imagefolder",
-            f"data.root={pool}",
+            f"data.root={root}",
             "data.val_size=6",
             "data.batch_size=16",
             "data.image_size=32",
-            f"paths.output_dir={tmp_path}",
+            f"paths.output_dir={output_dir}",
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=2",
             "trainer.enable_progress_bar=false",
             "~callbacks.progress_bar",
             "trainer.accelerator=cpu",
             "trainer.devices=1",
+            *overrides,
         ]
     )
-    metrics = train(cfg)
+    return train(cfg)
+
+
+def test_a_short_training_run_on_a_folder(pool, tmp_path):
+    metrics = short_run(pool, tmp_path, "data.fast=false")  # torchvision's loaders
     assert 0.0 <= metrics["test/acc"] <= 1.0 and "val/acc" in metrics
+
+
+@pytest.mark.slow
+def test_a_short_training_run_in_memory_and_again_from_the_cache(with_val, tmp_path, caplog):
+    common = ["data.fast=true", "data.augment=true", "data.num_workers=2"]
+    common.append(f"data.cache_dir={tmp_path / 'cache'}")
+    first = short_run(with_val, tmp_path / "first", *common)
+    assert first["status"] == "ok" and 0.0 <= first["test/acc"] <= 1.0 and "val/acc" in first
+    with caplog.at_level("INFO", logger="datamodules.image_folder"):
+        second = short_run(with_val, tmp_path / "second", *common)
+    assert "loaded the decoded images of" in caplog.text and second["status"] == "ok"
 
 
 # --- errors: one sentence naming the path and the fix ------------------------------------------
@@ -295,10 +519,11 @@ def test_a_file_that_is_no_image_is_named_before_training(tmp_path, content):
     write_class_folders(tmp_path, per_class=3)
     (tmp_path / "street" / "bad.jpg").write_bytes(content)
     sentence = f"cannot read image {tmp_path / 'street' / 'bad.jpg'} .*; replace or delete the file"
-    with pytest.raises(LabError, match=sentence):
-        set_up(tmp_path)
+    for fast in (False, True):  # the header check, or decoding into memory, in setup
+        with pytest.raises(LabError, match=sentence):
+            set_up(tmp_path, fast=fast)
     # Without the up-front check the loader names it when it meets it.
-    dm = set_up(tmp_path, check_images=False, test_size=5)
+    dm = set_up(tmp_path, check_images=False, test_size=5, fast=False)
     with pytest.raises(LabError, match=sentence):
         load_everything(dm)
 
@@ -306,9 +531,14 @@ def test_a_file_that_is_no_image_is_named_before_training(tmp_path, content):
 def test_a_truncated_image_is_named_by_the_loader(tmp_path):
     write_class_folders(tmp_path, per_class=3)
     bad = truncate(tmp_path / "beach" / "img_000.jpg")
-    dm = set_up(tmp_path, test_size=4)  # its header still reads
-    with pytest.raises(LabError, match=rf"cannot read image {bad} \(image file is truncated"):
+    sentence = rf"cannot read image {bad} \(image file is truncated"
+    dm = set_up(tmp_path, test_size=4, fast=False)  # its header still reads
+    with pytest.raises(LabError, match=sentence):
         load_everything(dm)
+    # In memory every file is decoded in setup, here and in worker processes.
+    for workers in (0, 2):
+        with pytest.raises(LabError, match=sentence):
+            set_up(tmp_path, test_size=4, num_workers=workers)
 
 
 def test_num_classes_must_match_the_folder(pool):
