@@ -19,6 +19,19 @@ process of its own (``--no-isolate``: in this one), so its peak memory is its ow
     python benchmarks/speed.py --data mnist --epochs 5 --device cpu
     python benchmarks/speed.py --paths lab --override data.fast=false   # the lab's old loader
     python benchmarks/speed.py --rounds 3 --epochs 4          # the figures in benchmarks/README.md
+    python benchmarks/speed.py --model lenet5,cifar_cnn --rounds 3 --epochs 4   # two models
+
+``--model`` takes a comma-separated list of models; each runs on its own data set: ``--data`` is
+one data set for all, or a comma list of the same length, or by default per model ``cifar10`` for
+``cifar_cnn`` and ``fashion`` for any other. The rounds run every (model, path) in turn, each in
+its own process; the report is one table per model with its ratios, then (several models) a table
+of the ratios of all. ``--data-dir DIR`` is the folder of every data set; ``--data-dir NAME=DIR``
+(repeatable) gives data set NAME (fashion, mnist, cifar10) a folder of its own.
+``--override MODEL:KEY=VALUE`` applies an override to that model's runs only, e.g.
+``--override cifar_cnn:optimizer=sgd_nesterov --override cifar_cnn:data.batch_size=64`` (report
+003's recipe); paths (a) and (b) take their batch size, optimizer and data statistics from the
+composed config, so they follow such overrides. A CIFAR-10 copy that is not byte-identical to the
+original (e.g. batches made from the JPEG copy) needs ``--override data.verify_checksums=false``.
 
 prints, per path: epochs, s/epoch (the median over the epochs after each process's first, a
 warm-up, and their range), images/s over the median epoch, peak memory (RSS of the process; on a
@@ -66,6 +79,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("plain", "memory", "lab")
+DATA = ("fashion", "mnist", "cifar10")
+# Channels and side of the images as stored: paths (a) and (b) neither resize nor make grey.
+NATIVE_SHAPE = {"fashion": (1, 28), "mnist": (1, 28), "cifar10": (3, 32)}
 LABELS = {"plain": "(a) plain DataLoader loop", "memory": "(b) tensors in memory", "lab": "(c) lab"}
 
 
@@ -75,12 +91,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and the lab, in one run; or the wall time a recipe needs to reach an accuracy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="lenet5", help="a conf/model choice")
-    p.add_argument("--data", default="fashion", choices=["fashion", "mnist"])
+    p.add_argument(
+        "--model", default="lenet5",
+        help="a conf/model choice, or a comma-separated list of them (e.g. lenet5,cifar_cnn)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", default=None,
+        help=f"one of {', '.join(DATA)} for every model, or a comma list, one per model; "
+        "when not given: cifar10 for cifar_cnn, fashion for any other model",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--epochs", type=int, default=3, help="per path; the first is a warm-up")
     p.add_argument("--rounds", type=int, default=1, help="run the paths this many times in turn")
-    p.add_argument("--data-dir", default=os.environ.get("LAB_DATA_DIR", "data"))
+    p.add_argument(
+        "--data-dir", action="append", default=[], metavar="[NAME=]DIR",
+        help="the folder holding the data sets in torchvision's layout (none given: $LAB_DATA_DIR, "
+        "else data); NAME=DIR (repeatable) gives data set NAME its own folder. A CIFAR-10 copy "
+        "that is not the original's files (e.g. made from the JPEG copy) needs --override "
+        "data.verify_checksums=false",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -88,7 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-train-batches", type=int, default=None, help="batches per epoch")
     p.add_argument(
         "--override", action="append", default=[], metavar="KEY=VALUE",
-        help="Hydra override for the lab's config (repeatable), e.g. data.fast=false",
+        help="Hydra override for the lab's config (repeatable), e.g. data.fast=false; "
+        "MODEL:KEY=VALUE applies to that model's runs only, e.g. cifar_cnn:optimizer=sgd_nesterov",
     )  # fmt: skip
     p.add_argument("--no-isolate", action="store_true", help="run every path in this process")
     p.add_argument("--log-dir", default=None, help="where the lab writes (default: a temp dir)")
@@ -104,9 +134,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=PATHS, help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     p.add_argument("--round-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--run-prefix", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    args.models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not args.models:
+        p.error("--model names no model")
+    if args.data is None:
+        args.datas = [default_data(m) for m in args.models]
+    else:
+        args.datas = [d.strip() for d in args.data.split(",") if d.strip()]
+        if len(args.datas) == 1:
+            args.datas *= len(args.models)
+        if len(args.datas) != len(args.models):
+            p.error(f"--data names {len(args.datas)} data sets for {len(args.models)} models")
+    unknown = sorted(set(args.datas) - set(DATA))
+    if unknown:
+        p.error(f"--data: unknown {unknown}; use {', '.join(DATA)}")
+    args.data_dirs = {None: os.environ.get("LAB_DATA_DIR", "data")}
+    for value in args.data_dir:
+        name, sep, folder = value.partition("=")
+        if sep and name in DATA:
+            args.data_dirs[name] = folder
+        else:
+            args.data_dirs[None] = value
     if args.time_to_acc is not None and not args.experiment:
         p.error("--time-to-acc needs --experiment")
     if args.device == "auto":
@@ -117,6 +169,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- shared helpers -------------------------------------------------------------------------
+
+
+def default_data(model: str) -> str:
+    return "cifar10" if model == "cifar_cnn" else "fashion"
+
+
+def model_choices() -> set[str]:
+    return {f.stem for f in (ROOT / "conf" / "model").glob("*.yaml")}
+
+
+def overrides_for(overrides: list[str], model: str | None) -> list[str]:
+    """``overrides`` without the ``MODEL:`` ones of other models, that prefix taken off."""
+    models, out = model_choices(), []
+    for override in overrides:
+        prefix, sep, rest = override.partition(":")
+        if sep and "=" not in prefix and prefix in models:
+            if prefix == model:
+                out.append(rest)
+        else:
+            out.append(override)
+    return out
+
+
+def data_dir_of(args: argparse.Namespace, data: str | None) -> str:
+    return args.data_dirs.get(data, args.data_dirs[None])
+
+
+def for_model(args: argparse.Namespace, model: str, data: str) -> argparse.Namespace:
+    """``args`` for one model: ``model``, ``data``, its data folder and overrides."""
+    out = argparse.Namespace(**vars(args))
+    out.model, out.data, out.data_dir = model, data, data_dir_of(args, data)
+    out.override = overrides_for(args.override, model)
+    return out
 
 
 def compose(overrides: list[str]):
@@ -186,11 +271,38 @@ def make_model(cfg, device: str, seed: int):
     return net, module.optimizer_factory(params=net.parameters()), module.criterion
 
 
-def torchvision_dataset(args: argparse.Namespace, transform=None):
+def torchvision_dataset(args: argparse.Namespace, cfg, transform=None):
+    """torchvision's training set of ``args.data`` (for CIFAR-10 the lab's subclass, whose MD5
+    checks follow ``data.verify_checksums``), as the files are: no resizing, no grey."""
     from torchvision import datasets
 
+    shape = (cfg.data.get("in_channels"), cfg.data.get("image_size"))
+    if shape != NATIVE_SHAPE[args.data]:
+        raise SystemExit(
+            f"paths plain and memory take {args.data}'s images as stored, "
+            f"{NATIVE_SHAPE[args.data]} (channels, side), not {shape}: run them without "
+            "data.in_channels or data.image_size overrides, or run --paths lab"
+        )
+    root = str(args.data_dir)
+    if args.data == "cifar10":
+        from datamodules.cifar10 import CIFAR10Dataset
+
+        verify = bool(cfg.data.verify_checksums)
+        return CIFAR10Dataset(root, train=True, transform=transform, verify_checksums=verify)
     cls = datasets.FashionMNIST if args.data == "fashion" else datasets.MNIST
-    return cls(str(args.data_dir), train=True, transform=transform, download=False)
+    return cls(root, train=True, transform=transform, download=False)
+
+
+def image_tensors(data) -> tuple[Any, Any]:
+    """A torchvision dataset's images as one uint8 NCHW tensor and its labels as a tensor."""
+    import torch
+
+    images, targets = data.data, data.targets
+    if isinstance(images, torch.Tensor):  # (F)MNIST: N, H, W
+        images = images.unsqueeze(1)
+    else:  # CIFAR-10: a numpy N, H, W, C array
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return images, torch.as_tensor(targets, dtype=torch.int64)
 
 
 # --- the three paths ------------------------------------------------------------------------
@@ -207,7 +319,7 @@ def run_plain(args: argparse.Namespace, cfg) -> dict[str, Any]:
         [transforms.ToTensor(), transforms.Normalize(tuple(cfg.data.mean), tuple(cfg.data.std))]
     )
     train_loader = DataLoader(
-        torchvision_dataset(args, transform), batch_size=args.batch_size, shuffle=True
+        torchvision_dataset(args, cfg, transform), batch_size=cfg.data.batch_size, shuffle=True
     )
     net, optimizer, criterion = make_model(cfg, args.device, args.seed)
     net.train()
@@ -237,14 +349,15 @@ def run_memory(args: argparse.Namespace, cfg) -> dict[str, Any]:
     """(b) The ceiling: batches sliced from one normalised tensor on the device."""
     import torch
 
-    data = torchvision_dataset(args)
+    images, targets = image_tensors(torchvision_dataset(args, cfg))
     mean = torch.tensor(list(cfg.data.mean)).view(1, -1, 1, 1)
     std = torch.tensor(list(cfg.data.std)).view(1, -1, 1, 1)
-    x_all = ((data.data.unsqueeze(1).float() / 255 - mean) / std).to(args.device)
-    y_all = data.targets.to(args.device)
+    x_all = ((images.float() / 255 - mean) / std).contiguous().to(args.device)
+    y_all = targets.to(args.device)
+    del images
     net, optimizer, criterion = make_model(cfg, args.device, args.seed)
     net.train()
-    n, batch = len(y_all), args.batch_size
+    n, batch = len(y_all), cfg.data.batch_size
     batches = -(-n // batch)
     if args.limit_train_batches:
         batches = min(batches, args.limit_train_batches)
@@ -394,18 +507,24 @@ def run_one(path: str, args: argparse.Namespace, output_dir: str) -> dict[str, A
     result["rss_mb"] = peak_rss_mb()
     result["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
     result["threads"] = torch.get_num_threads()
+    result["batch_size"] = int(cfg.data.batch_size)
     return result
 
 
-def run_dir(output_dir: str, path: str, round_index: int) -> str:
-    """Where the lab writes in round ``round_index`` (each round its own folder)."""
-    return str(Path(output_dir) / (f"{path}-{round_index}" if round_index else path))
+def run_dir(output_dir: str, path: str, round_index: int, prefix: str = "") -> str:
+    """Where the lab writes in round ``round_index`` (each round its own folder; with several
+    models, under a folder per model)."""
+    name = f"{path}-{round_index}" if round_index else path
+    return str(Path(output_dir, prefix, name) if prefix else Path(output_dir) / name)
 
 
-def run_isolated(path: str, argv: list[str], workdir: Path, round_index: int) -> dict[str, Any]:
-    result_file = workdir / f"{path}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", path,
-           "--result-file", str(result_file), "--round-index", str(round_index)]  # fmt: skip
+def run_isolated(
+    path: str, argv: list[str], workdir: Path, round_index: int, model: str, data: str, prefix: str
+) -> dict[str, Any]:
+    result_file = workdir / f"{model}-{path}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--model", model, "--data", data,
+           "--run-prefix", prefix, "--only", path, "--result-file", str(result_file),
+           "--round-index", str(round_index)]  # fmt: skip
     done = subprocess.run(cmd, cwd=os.getcwd())
     if done.returncode != 0:
         raise SystemExit(f"path {path} failed (exit status {done.returncode}); see above")
@@ -433,16 +552,34 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def ratios(results: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[float, list[float]]]:
+    """``(c)/(a)`` and ``(c)/(b)`` of images/s: over all rounds, and per round."""
+    out: dict[str, tuple[float, list[float]]] = {}
+    if "lab" not in results:
+        return out
+    lab = summarise(results["lab"])["img_per_s"]
+    for other, name in (("plain", "(c)/(a)"), ("memory", "(c)/(b)")):
+        if other not in results:
+            continue
+        per_round = [
+            summarise([c])["img_per_s"] / summarise([base])["img_per_s"]
+            for c, base in zip(results["lab"], results[other], strict=True)
+        ]
+        out[name] = (lab / summarise(results[other])["img_per_s"], per_round)
+    return out
+
+
 def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> str:
-    """``results``: per path, one result per round."""
+    """``results``: per path, one result per round (``args``: one model's)."""
     import lightning
     import torch
 
     any_result = next(iter(results.values()))[0]
+    batch = any_result.get("batch_size", args.batch_size)
     lines = [
         f"device {args.device}, {any_result['threads']} torch threads, torch {torch.__version__}, "
         f"lightning {lightning.__version__}; data={args.data} model={args.model} "
-        f"batch {args.batch_size}, {args.rounds} round(s) of {args.epochs} epochs per path"
+        f"batch {batch}, {args.rounds} round(s) of {args.epochs} epochs per path"
         + (f" of {args.limit_train_batches} batches" if args.limit_train_batches else "")
         + "; s/epoch: median (range) over the epochs after each process's first; images/s at "
         "the median",
@@ -451,10 +588,8 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) ->
         "| total s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rates = {}
     for path, rounds in results.items():
         s = summarise(rounds)
-        rates[path] = s["img_per_s"]
         last = rounds[-1]
         label = LABELS[path] + (f" (data.fast={last['fast']})" if path == "lab" else "")
         gpu_mb = [r["gpu_mb"] for r in rounds if r.get("gpu_mb") is not None]
@@ -466,20 +601,36 @@ def table(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) ->
             f"| {gpu} | {last['acc']:.4f} | {total:.1f} |"
         )
     lines.append("")
-    if "lab" in rates:
-        for other, name in (("plain", "(c)/(a)"), ("memory", "(c)/(b)")):
-            if other not in rates:
-                continue
-            line = f"{name} images/s: {rates['lab'] / rates[other]:.2f}"
-            if args.rounds > 1:
-                per_round = [
-                    summarise([lab])["img_per_s"] / summarise([base])["img_per_s"]
-                    for lab, base in zip(results["lab"], results[other], strict=True)
-                ]
-                line += " (rounds: " + ", ".join(f"{r:.2f}" for r in per_round) + ")"
-            lines.append(line)
+    for name, (ratio, per_round) in ratios(results).items():
+        line = f"{name} images/s: {ratio:.2f}"
+        if args.rounds > 1:
+            line += " (rounds: " + ", ".join(f"{r:.2f}" for r in per_round) + ")"
+        lines.append(line)
     if args.no_isolate:
         lines.append("(--no-isolate: peak RSS is this process's, all paths so far)")
+    return "\n".join(lines)
+
+
+def ratio_table(args: argparse.Namespace, per_model: dict[tuple[str, str], dict]) -> str:
+    """Several models: their ratios side by side (per round in parentheses)."""
+    lines = [
+        "| model | data | batch | (c)/(a) images/s | (c)/(b) images/s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for (model, data), results in per_model.items():
+        r = ratios(results)
+        cells = []
+        for name in ("(c)/(a)", "(c)/(b)"):
+            if name not in r:
+                cells.append("-")
+                continue
+            ratio, per_round = r[name]
+            rounds = (
+                " (" + ", ".join(f"{x:.2f}" for x in per_round) + ")" if args.rounds > 1 else ""
+            )
+            cells.append(f"{ratio:.2f}{rounds}")
+        batch = next(iter(results.values()))[0].get("batch_size", args.batch_size)
+        lines.append(f"| {model} | {data} | {batch} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -493,11 +644,21 @@ def time_to_accuracy(args: argparse.Namespace, output_dir: str) -> str:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = [f"experiment={args.experiment}", "test=false", *base_overrides(args, output_dir)]
-    if args.max_epochs:
-        overrides.append(f"trainer.max_epochs={args.max_epochs}")
-    overrides += args.override
+    args = argparse.Namespace(**vars(args))
+    args.data_dir = data_dir_of(args, None)
+    extra = [f"trainer.max_epochs={args.max_epochs}"] if args.max_epochs else []
+    extra += overrides_for(args.override, None)
+
+    def make_overrides() -> list[str]:
+        return [f"experiment={args.experiment}", "test=false", *base_overrides(args, output_dir)]
+
+    overrides = make_overrides() + extra
     cfg = compose(overrides)
+    data_choice = cfg.hydra.runtime.choices.get("data")
+    if data_choice in args.data_dirs:  # a folder given for the experiment's data set
+        args.data_dir = args.data_dirs[data_choice]
+        overrides = make_overrides() + extra
+        cfg = compose(overrides)
     notes = []
     if args.acc_on == "val" and not cfg.data.val_size:
         overrides.append(f"data.val_size={args.val_size}")
@@ -560,8 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lab-speed-") as tmp:
         output_dir = str(Path(args.log_dir).resolve() if args.log_dir else Path(tmp))
-        if args.only:  # a child: one path, result as JSON
-            result = run_one(args.only, args, run_dir(output_dir, args.only, args.round_index))
+        if args.only:  # a child: one model, one path, result as JSON
+            if len(args.models) != 1:
+                raise SystemExit("--only runs one model")
+            margs = for_model(args, args.models[0], args.datas[0])
+            where = run_dir(output_dir, args.only, args.round_index, args.run_prefix)
+            result = run_one(args.only, margs, where)
             Path(args.result_file).write_text(json.dumps(result))
             return 0
         if args.time_to_acc is not None:
@@ -575,16 +740,27 @@ def main(argv: list[str] | None = None) -> int:
         # does; the plain paths then read them with torchvision alone.
         from lightning_models.build import instantiate_node as build
 
-        build(compose(speed_overrides(args, output_dir)).data).prepare_data()
-        results: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+        runs = {(m, d): for_model(args, m, d) for m, d in zip(args.models, args.datas, strict=True)}
+        if len(runs) != len(args.models):
+            raise SystemExit("--model: a model named twice with the same data")
+        for margs in runs.values():
+            build(compose(speed_overrides(margs, output_dir)).data).prepare_data()
+        per_model: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {
+            key: {path: [] for path in paths} for key in runs
+        }
         for k in range(args.rounds):
-            for path in paths:
-                if args.no_isolate:
-                    result = run_one(path, args, run_dir(output_dir, path, k))
-                else:
-                    result = run_isolated(path, argv, Path(tmp), k)
-                results[path].append(result)
-        print(table(args, results), flush=True)
+            for (model, data), margs in runs.items():
+                prefix = f"{model}-{data}" if len(runs) > 1 else ""
+                for path in paths:
+                    if args.no_isolate:
+                        result = run_one(path, margs, run_dir(output_dir, path, k, prefix))
+                    else:
+                        result = run_isolated(path, argv, Path(tmp), k, model, data, prefix)
+                    per_model[model, data][path].append(result)
+        tables = [table(runs[key], results) for key, results in per_model.items()]
+        if len(runs) > 1:
+            tables.append(ratio_table(args, per_model))
+        print("\n\n".join(tables), flush=True)
     return 0
 
 
