@@ -293,18 +293,6 @@ def torchvision_dataset(args: argparse.Namespace, cfg, transform=None):
     return cls(root, train=True, transform=transform, download=False)
 
 
-def image_tensors(data) -> tuple[Any, Any]:
-    """A torchvision dataset's images as one uint8 NCHW tensor and its labels as a tensor."""
-    import torch
-
-    images, targets = data.data, data.targets
-    if isinstance(images, torch.Tensor):  # (F)MNIST: N, H, W
-        images = images.unsqueeze(1)
-    else:  # CIFAR-10: a numpy N, H, W, C array
-        images = torch.from_numpy(images).permute(0, 3, 1, 2)
-    return images, torch.as_tensor(targets, dtype=torch.int64)
-
-
 # --- the three paths ------------------------------------------------------------------------
 
 
@@ -349,12 +337,16 @@ def run_memory(args: argparse.Namespace, cfg) -> dict[str, Any]:
     """(b) The ceiling: batches sliced from one normalised tensor on the device."""
     import torch
 
-    images, targets = image_tensors(torchvision_dataset(args, cfg))
+    from datamodules.in_memory import from_cifar, from_mnist
+
+    to_tensors = from_cifar if args.data == "cifar10" else from_mnist
+    held = to_tensors(torchvision_dataset(args, cfg))  # uint8 NCHW, as the lab holds them
+    images, targets = held.images, held.labels
     mean = torch.tensor(list(cfg.data.mean)).view(1, -1, 1, 1)
     std = torch.tensor(list(cfg.data.std)).view(1, -1, 1, 1)
     x_all = ((images.float() / 255 - mean) / std).contiguous().to(args.device)
     y_all = targets.to(args.device)
-    del images
+    del images, held
     net, optimizer, criterion = make_model(cfg, args.device, args.seed)
     net.train()
     n, batch = len(y_all), cfg.data.batch_size

@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from lightning_models import figures
-from lightning_models.checks import LabError
+from lightning_models.checks import check_int
 
 
 def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
@@ -230,11 +230,7 @@ class TestFigures(Callback):
             ("max_misclassified", max_misclassified, 0),
             ("columns", columns, 1),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise LabError(
-                    f"callbacks.test_figures.{key}={value!r} is not allowed; "
-                    f"use a whole number of at least {least}"
-                )
+            check_int(f"callbacks.test_figures.{key}", value, minimum=least)
         self.max_images = max_images
         self.max_misclassified = max_misclassified
         self.seed = seed

@@ -227,16 +227,21 @@ def last_checkpoint_in(run_dir: Path) -> Path:
     return checkpoints_dir(run_dir) / LAST_FILE
 
 
+def run_folder_of(ckpt: Path) -> Path:
+    """Where the run folder of a checkpoint is, ``<run>`` of ``<run>/checkpoints/x.ckpt``
+    (whether or not the checkpoint lies in one)."""
+    return Path(ckpt).expanduser().resolve().parent.parent
+
+
 def run_dir_of(ckpt: Path) -> Path | None:
-    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), or None when it
-    does not lie in one."""
-    run = Path(ckpt).expanduser().resolve().parent.parent
+    """The run folder a checkpoint belongs to, or None when it does not lie in one."""
+    run = run_folder_of(ckpt)
     return run if (run / ".hydra").is_dir() else None
 
 
 def saved_config_of(ckpt: Path) -> Path:
     """Where the composed config of the checkpoint's run is (whether or not it is there)."""
-    return Path(ckpt).expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
+    return run_folder_of(ckpt) / ".hydra" / "config.yaml"
 
 
 # --- which checkpoint ------------------------------------------------------------------------

@@ -33,13 +33,12 @@ import torch
 from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
-from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 
 from lightning_models.checks import LabError
-from lightning_models.report import write_metrics
+from lightning_models.report import single_run, write_metrics
 
 log = logging.getLogger("ddp")
 
@@ -104,7 +103,7 @@ def start_processes(cfg: DictConfig, processes: int, entry: str) -> float | None
         if not (Path(cfg.paths.output_dir) / "metrics.json").is_file():
             write_metrics({"status": "failed", "error": message}, cfg)  # rank 0 could not
         log.error("%s", message)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:
+        if single_run():
             sys.exit(1)
         return None
     return results[0]

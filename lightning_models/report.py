@@ -120,18 +120,22 @@ def objective(metrics: dict[str, Any], cfg: DictConfig) -> float | None:
     return float(value) if is_finite_number(value) else None
 
 
+def single_run() -> bool:
+    """Whether this process runs one job of ``python train.py`` (not a multirun's)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
 def job_failed(err: Exception, cfg: DictConfig) -> None:
     """Record a job's failure as its status; a single run's LabError ends the process with its
     sentence (exit 1), any other error of a single run is raised on. In a multirun the other
     jobs go on and the table shows this one's status."""
     status = "diverged" if isinstance(err, DivergedError) else "failed"
     write_metrics({"status": status, "error": str(err)}, cfg)
-    single_run = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
     if isinstance(err, LabError):
         log.error("%s", err)
-        if single_run:
+        if single_run():
             sys.exit(1)  # one sentence, no stack trace
-    elif single_run:
+    elif single_run():
         raise err
     else:
         log.exception("Job failed", exc_info=err)

@@ -34,7 +34,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
 from datamodules.image_folder import ImageLoader, is_image_file
 from lightning_models.build import instantiate_node as build
-from lightning_models.checkpoints import load_checkpoint, run_dir_of
+from lightning_models.checkpoints import load_checkpoint, run_folder_of
 from lightning_models.checks import LabError
 from lightning_models.run_config import config_of_checkpoint
 
@@ -73,7 +73,7 @@ def run_config(ckpt: Path) -> DictConfig:
             "paths": {
                 "data_dir": os.environ.get("LAB_DATA_DIR", "data"),
                 "log_dir": os.environ.get("LAB_LOG_DIR", "logs"),
-                "output_dir": str(run_dir_of(ckpt) or ckpt.expanduser().resolve().parent),
+                "output_dir": str(run_folder_of(ckpt)),
             },
         }
     )
