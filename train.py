@@ -22,8 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 import datamodules  # noqa: F401  (registers the config resolvers the data configs use)
-import lightning_models.resolvers  # noqa: F401  (and those of conf/hydra/)
-from lightning_models import ddp, report
+from lightning_models import console, ddp, report
 from lightning_models.build import Run, build_run, prebuilt
 from lightning_models.checkpoints import checkpoint_to_test, finished_metrics
 
@@ -33,6 +32,8 @@ log = logging.getLogger("train")
 def fit_and_test(run: Run) -> dict[str, Any]:
     """Fit and test as ``run.cfg`` says; return the final metrics (``val/…`` and ``test/…``)."""
     cfg, trainer, model, data = run.cfg, run.trainer, run.model, run.datamodule
+    if cfg.get("print_config"):
+        console.print_config_tree(cfg, cfg.paths.output_dir)
     report.log_hparams(run.loggers, cfg)
     started = time.perf_counter()
     metrics: dict[str, Any] = {}

@@ -22,14 +22,17 @@ tensors, their copy on the device, the train loader's place for checkpoints) is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
+from torchvision.transforms import v2
 
 from datamodules.in_memory import (
     BatchMaker,
@@ -37,44 +40,175 @@ from datamodules.in_memory import (
     InMemoryImages,
     OrderedBatches,
     ShuffledBatches,
+    each_image,
     use_fast_path,
 )
-from lightning_models.checks import LabError, check_bool, check_int, is_fraction
+from lightning_models.checks import LabError, check_bool, check_int, is_finite_number, is_fraction
+
+log = logging.getLogger(__name__)
+
+# data.policy: torchvision's augmentation policies, each drawing its ops anew for every image.
+POLICIES: dict[str, Callable[[], v2.Transform]] = {
+    "randaugment": v2.RandAugment,
+    "trivialaugment": v2.TrivialAugmentWide,
+    "autoaugment": partial(v2.AutoAugment, v2.AutoAugmentPolicy.IMAGENET),
+    "autoaugment_cifar10": partial(v2.AutoAugment, v2.AutoAugmentPolicy.CIFAR10),
+    "autoaugment_svhn": partial(v2.AutoAugment, v2.AutoAugmentPolicy.SVHN),
+}
+# data.mix: torchvision's batch mixers (each pairs an image with the next one of the shuffled
+# batch), as functions of the Beta distribution's alpha and the number of classes.
+MIXES: dict[str, Callable[[float, int], v2.Transform]] = {
+    "mixup": lambda alpha, n: v2.MixUp(alpha=alpha, num_classes=n),
+    "cutmix": lambda alpha, n: v2.CutMix(alpha=alpha, num_classes=n),
+    "mixup_cutmix": lambda alpha, n: v2.RandomChoice(
+        [v2.MixUp(alpha=alpha, num_classes=n), v2.CutMix(alpha=alpha, num_classes=n)]
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """A datamodule's training-time augmentation, declared once and read by both paths: random
-    shifts by up to ``max_shift`` pixels (a crop of the zero-padded image, as
-    ``RandomCrop(size, padding=max_shift)``) and, when ``mirror``, horizontal flips. The default
-    is none; validation and test images are never augmented."""
+    """A datamodule's training-time augmentation, declared once and read by both paths; the
+    default is none, and validation and test images are never augmented.
+
+    Per image, in this order: random shifts by up to ``max_shift`` pixels (a crop of the
+    zero-padded image, as ``RandomCrop(size, padding=max_shift)``), horizontal flips when
+    ``mirror``, then torchvision's ``policy`` (:data:`POLICIES`) on the ``uint8`` image. Per
+    batch, once normalised: random erasing of each image with probability ``erase`` (to 0, the
+    data's mean), then ``mix`` (:data:`MIXES`), which makes the labels class probabilities.
+
+    The fast path (:meth:`batch_maker`) does all of it on the training device, the policy and the
+    erasing one image at a time (torchvision's transforms given a batch draw one op or one
+    rectangle for all of its images). torchvision's path runs the shifts, flips and policy in the
+    dataset's transform (on PIL images) and the erasing and mixing on each batch on the training
+    device (:meth:`ImageDataModule.on_after_batch_transfer`). The same draws per image, not the
+    same pixels: torchvision's PIL and tensor kernels of a policy's ops differ slightly.
+    """
 
     max_shift: int = 0
     mirror: bool = False
+    policy: str | None = None
+    erase: float = 0.0
+    mix: str | None = None
+    mix_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         check_int("data.max_shift", self.max_shift, minimum=0)
+        for key, value, names in (("policy", self.policy, POLICIES), ("mix", self.mix, MIXES)):
+            if value is not None and value not in names:
+                raise LabError(
+                    f"data.{key}={value!r} is not allowed; use null or one of {', '.join(names)}"
+                )
+        if not (is_finite_number(self.erase) and 0 <= self.erase <= 1):
+            raise LabError(
+                f"data.erase={self.erase!r} is not allowed; use a probability from 0 (no erasing) "
+                "to 1"
+            )
+        if not (is_finite_number(self.mix_alpha) and self.mix_alpha > 0):
+            raise LabError(
+                f"data.mix_alpha={self.mix_alpha!r} is not allowed; use a positive number such "
+                "as 1.0"
+            )
 
     @classmethod
-    def from_options(cls, augment: Any, max_shift: Any, mirror: bool) -> Augmentation:
+    def from_options(
+        cls, augment: Any, max_shift: Any, mirror: bool, **per_batch_and_policy: Any
+    ) -> Augmentation:
         """What ``data.augment`` (true or false) and ``data.max_shift`` ask for; ``mirror`` is the
-        dataset's to say (a mirrored coat is a coat, a mirrored 7 is no digit)."""
+        dataset's to say (a mirrored coat is a coat, a mirrored 7 is no digit). The policy,
+        erasing and mixing (``data.policy``, ``erase``, ``mix``, ``mix_alpha``) do not depend on
+        ``data.augment``, the switch of the shifts and mirrors."""
         check_bool("data.augment", augment)
-        return cls(max_shift, mirror) if augment else cls()
+        moves = {"max_shift": max_shift, "mirror": mirror} if augment else {}
+        return cls(**moves, **per_batch_and_policy)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training labels are class probabilities (mixup, cutmix), not class indices."""
+        return self.mix is not None
 
     def transforms(self, size: int) -> list:
-        """torchvision's steps for ``size`` x ``size`` images (none without augmentation)."""
+        """torchvision's per-image steps for ``size`` x ``size`` PIL images (none without
+        augmentation); the per-batch ones are :meth:`per_batch`'s."""
         steps: list = []
         if self.max_shift:
             steps.append(transforms.RandomCrop(size, padding=self.max_shift))
         if self.mirror:
             steps.append(transforms.RandomHorizontalFlip())
+        if self.policy is not None:
+            steps.append(POLICIES[self.policy]())
         return steps
 
-    def batch_maker(self, mean: Sequence[float], std: Sequence[float], channels: int) -> BatchMaker:
+    def per_batch(self, num_classes: int) -> BatchAugment | None:
+        """The erasing and mixing of normalised training batches, None without either."""
+        if not (self.erase or self.mixes):
+            return None
+        mix = MIXES[self.mix](float(self.mix_alpha), num_classes) if self.mixes else None
+        return BatchAugment(v2.RandomErasing(p=self.erase, value=0) if self.erase else None, mix)
+
+    def batch_maker(
+        self, mean: Sequence[float], std: Sequence[float], channels: int, num_classes: int
+    ) -> BatchMaker:
         """The fast path's maker of training batches: the same shifts and flips, drawn per image,
-        computed for the whole batch at once on its device."""
-        return BatchMaker(mean, std, channels, max_shift=self.max_shift, mirror=self.mirror)
+        computed for the whole batch at once on its device; the policy, erasing and mixing on
+        that device too, drawn from a generator seeded per batch."""
+        return BatchMaker(
+            mean,
+            std,
+            channels,
+            max_shift=self.max_shift,
+            mirror=self.mirror,
+            per_image=POLICIES[self.policy]() if self.policy is not None else None,
+            per_batch=self.per_batch(num_classes),
+        )
+
+    def where(self, fast: bool, device: Any) -> str | None:
+        """The log line saying which augmentation runs where (None without any)."""
+        per_image = [
+            step
+            for step, on in (
+                (f"shifts by up to {self.max_shift} px", self.max_shift),
+                ("mirrors", self.mirror),
+                (f"{self.policy} (one image at a time)" if fast else self.policy, self.policy),
+            )
+            if on
+        ]
+        per_batch = [
+            step
+            for step, on in (
+                (f"random erasing p={self.erase} (one image at a time)", self.erase),
+                (f"{self.mix} alpha={self.mix_alpha}", self.mixes),
+            )
+            if on
+        ]
+        parts = []
+        if per_image:
+            place = f"on {device}" if fast else "in the DataLoader, on PIL images"
+            parts.append(f"{', '.join(per_image)} per image {place}")
+        if per_batch:
+            parts.append(f"{', then '.join(per_batch)} on each normalised batch on {device}")
+        if not parts:
+            return None
+        path = "the fast path (data.fast)" if fast else "torchvision's DataLoader path"
+        return f"augment: training images, {path}: {'; '.join(parts)}"
+
+
+class BatchAugment:
+    """Erases one random rectangle of each image with the erasing's probability (one image at a
+    time: given a batch, torchvision's RandomErasing erases the same rectangle of every image),
+    then mixes the batch; ``(x, y)`` in, ``(x, y)`` out, ``y`` then ``(B, classes)`` float
+    probabilities. Draws from torch's CPU generator, as torchvision's transforms do."""
+
+    def __init__(self, erase: v2.Transform | None, mix: v2.Transform | None):
+        self.erase = erase
+        self.mix = mix
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.erase is not None:
+            x = each_image(self.erase, x)
+        if self.mix is not None:
+            x, y = self.mix(x, y)
+        return x, y
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -95,10 +229,14 @@ class ImageDataModule(L.LightningDataModule):
             it applies, always (else a LabError saying why not), or never.
         shuffle: a new order of the training images every epoch (seeded by the run's seed);
             false keeps the training set's own order every epoch, as report 004's loader did.
+        policy, erase, mix, mix_alpha: the training augmentation beside the shifts and mirrors
+            (:class:`Augmentation`); subclasses declare the whole of it with
+            :meth:`augmentation_from`.
     """
 
     dataset_classes: int | None = None  # fixed by the dataset (10 for MNIST), else None
     in_memory_dataset = False  # torchvision holds every image in memory: the fast path applies
+    mirror_keeps_label = True  # a mirrored image shows the same class (not so for digits)
     native_size: int | None = None  # the dataset's own image size, when it has one
     # Options the fast path has no use for (no worker, no host-to-device copy per batch), named
     # in its log line when set; a datamodule that decodes its files in workers keeps num_workers.
@@ -119,6 +257,10 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         fast: bool | str = "auto",
         shuffle: bool = True,
+        policy: str | None = None,
+        erase: float = 0.0,
+        mix: str | None = None,
+        mix_alpha: float = 1.0,
     ):
         super().__init__()
         check_bool("data.shuffle", shuffle)
@@ -158,7 +300,11 @@ class ImageDataModule(L.LightningDataModule):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.normalize = transforms.Normalize(self.mean, self.std)
-        self.augmentation = Augmentation()  # subclasses declare theirs from their options
+        self.augmentation = Augmentation()  # subclasses declare theirs (augmentation_from)
+        self._policy_and_per_batch = {
+            "policy": policy, "erase": erase, "mix": mix, "mix_alpha": mix_alpha
+        }  # fmt: skip
+        self._per_batch: BatchAugment | None = None  # torchvision's path: on_after_batch_transfer
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
@@ -175,6 +321,11 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def has_validation(self) -> bool:
         return self.val_size > 0
+
+    def augmentation_from(self, augment: Any, max_shift: Any, mirror: bool) -> Augmentation:
+        """The training augmentation: shifts and mirrors as :meth:`Augmentation.from_options`
+        says, with this datamodule's policy, erasing and mixing."""
+        return Augmentation.from_options(augment, max_shift, mirror, **self._policy_and_per_batch)
 
     # --- fast path ---------------------------------------------------------------------------
 
@@ -200,7 +351,9 @@ class ImageDataModule(L.LightningDataModule):
             train,
             test,
             self.batch_size,
-            train_batches=self.augmentation.batch_maker(self.mean, self.std, self.in_channels),
+            train_batches=self.augmentation.batch_maker(
+                self.mean, self.std, self.in_channels, self.num_classes
+            ),
             eval_batches=BatchMaker(self.mean, self.std, self.in_channels),
             train_rows=self.train_rows,
             val_rows=self.val_rows,
@@ -270,9 +423,23 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader | ShuffledBatches:
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        where = self.augmentation.where(self.fast is not None, device)
+        if where is not None:
+            log.info("%s", where)
         if self.fast is not None:
             return self.fast.train_loader(self.trainer)
+        self._per_batch = self.augmentation.per_batch(self.num_classes)
         return self._loader(self.data_train, shuffle=self.shuffle)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """torchvision's path: erase and mix training batches on the training device, from
+        torch's global RNG (seeded by the run's seed, saved in checkpoints), as its loader's
+        shifts, flips and policy draw. The fast path's batches come augmented; validation and
+        test batches never are."""
+        if self._per_batch is None or self.trainer is None or not self.trainer.training:
+            return batch
+        return self._per_batch(*batch)
 
     def val_dataloader(self) -> DataLoader | OrderedBatches | list:
         # No loader means no validation loop (Lightning skips it), also under fast_dev_run.

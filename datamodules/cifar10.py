@@ -22,7 +22,7 @@ import numpy as np
 from torchvision import datasets, transforms
 from torchvision.datasets.vision import StandardTransform
 
-from datamodules.base import Augmentation, ImageDataModule, try_download
+from datamodules.base import ImageDataModule, try_download
 from datamodules.checksums import verify_files
 from datamodules.in_memory import from_cifar
 from lightning_models.checks import LabError, check_bool
@@ -127,7 +127,7 @@ class CIFAR10DataModule(ImageDataModule):
             image_size=image_size,
             **kwargs,
         )
-        self.augmentation = Augmentation.from_options(augment, max_shift, mirror=True)
+        self.augmentation = self.augmentation_from(augment, max_shift, mirror=True)
         check_bool("data.verify_checksums", verify_checksums)
         self.download = download
         self.classes = list(CIFAR10_CLASSES)  # setup() reads them from batches.meta

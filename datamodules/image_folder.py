@@ -53,7 +53,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from datamodules.base import Augmentation, ImageDataModule, count_of
+from datamodules.base import ImageDataModule, count_of
 from datamodules.in_memory import InMemoryImages
 from lightning_models.checks import (
     LabError,
@@ -495,7 +495,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.classes = classes
         self.test_size = test_size
         shift = max(1, image_size // 8) if max_shift is None else max_shift
-        self.augmentation = Augmentation.from_options(augment, shift, mirror=True)
+        self.augmentation = self.augmentation_from(augment, shift, mirror=True)
         check_bool("data.check_images", check_images)
         self.check_images = check_images
         # use_fast (from the base) only says fast is not false; whether the folder fits is known

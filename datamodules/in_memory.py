@@ -9,13 +9,18 @@ from a slice of an index tensor, with no PIL, no worker process and no host sync
 
     x = images[rows]                              # uint8, gathered on the device
     x = shift_and_flip(x, ...)                    # training only, when augmenting
+    x = torch.stack([policy(i) for i in x])       # training only, with data.policy
     x = (x.float() / 255 - mean) / std            # what ToTensor + Normalize compute
+    x, y = per_batch(x, y)                        # training only: data.erase, data.mix
 
 The results are those of the torchvision path, bit for bit on the CPU: the same split (the
 datamodule's seeded split indices), the same ``ToTensor`` + ``Normalize`` arithmetic, grey images
 replicated to 3 channels as ``Grayscale(3)`` does, RGB made grey with PIL's own integer formula.
 Augmentation has ``RandomCrop(size, padding=max_shift)`` (zero padding) and
-``RandomHorizontalFlip`` semantics, drawn per image but computed for the whole batch at once.
+``RandomHorizontalFlip`` semantics, drawn per image but computed for the whole batch at once;
+torchvision's policies and random erasing run one image at a time (given a batch they would draw
+one op, or one rectangle, for all of its images), its mixers on the batch, all on the device, from
+torch's CPU generator seeded for each batch from the epoch's plan.
 Resizing is not done here: a datamodule asked for another ``image_size`` uses the torchvision path.
 
 A datamodule keeps everything of its fast path in one :class:`FastLoaders` (the tensors, their copy
@@ -129,6 +134,10 @@ class BatchMaker:
         out_channels: 3 replicates grey images to 3 channels (``Grayscale(3)``).
         max_shift: augmentation: random shifts by up to this many pixels (0: none).
         mirror: augmentation: random horizontal flips.
+        per_image: augmentation: a transform of one ``uint8`` image ``(C, H, W)`` (torchvision's
+            policies), applied to each image after the shifts and flips.
+        per_batch: augmentation: ``(x, y) -> (x, y)`` on the normalised batch (random erasing,
+            mixing; ``y`` may come back as class probabilities).
     """
 
     def __init__(
@@ -138,17 +147,28 @@ class BatchMaker:
         out_channels: int,
         max_shift: int = 0,
         mirror: bool = False,
+        per_image: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        per_batch: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        | None = None,
     ):
         self.mean_values = tuple(float(m) for m in mean)
         self.std_values = tuple(float(s) for s in std)
         self.out_channels = out_channels
         self.max_shift = max_shift
         self.mirror = mirror
+        self.per_image = per_image
+        self.per_batch = per_batch
         self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def augments(self) -> bool:
-        return self.max_shift > 0 or self.mirror
+        return self.max_shift > 0 or self.mirror or self.draws_per_batch
+
+    @property
+    def draws_per_batch(self) -> bool:
+        """Whether a batch needs a seed of its own (``__call__``'s ``seed``): torchvision's
+        transforms draw from torch's CPU generator when they run."""
+        return self.per_image is not None or self.per_batch is not None
 
     def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._constants:
@@ -164,18 +184,54 @@ class BatchMaker:
         rows: torch.Tensor,
         shifts: torch.Tensor | None = None,
         flips: torch.Tensor | None = None,
+        seed: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` for ``rows`` (int64, on the data's device); ``shifts`` (``(B, 2)``: crop
-        top and left in ``0..2*max_shift``) and ``flips`` (``(B,)`` bool) augment."""
+        top and left in ``0..2*max_shift``) and ``flips`` (``(B,)`` bool) augment; ``seed``
+        seeds torch's CPU generator for ``per_image`` and ``per_batch`` (and it is put back as
+        it was after), so that the batch depends on it alone; None draws from it as it is."""
         x = data.images.index_select(0, rows)
         y = data.labels.index_select(0, rows)
         if shifts is not None or flips is not None:
             x = shift_and_flip(x, self.max_shift, shifts, flips)
+        if not self.draws_per_batch:
+            return self._normalized(x), y
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                # the CPU generator only: torch.manual_seed would reseed the GPUs' too (dropout)
+                torch.default_generator.manual_seed(seed)
+            if self.per_image is not None:
+                x = each_image(self.per_image, x)
+            x = self._normalized(x)
+            if self.per_batch is not None:
+                x, y = self.per_batch(x, y)
+        return x, y
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """``uint8`` images as the model takes them: channels replicated, ToTensor, Normalize."""
         if x.shape[1] != self.out_channels:
             x = x.expand(-1, self.out_channels, -1, -1)
         x = x.to(torch.float32).div_(255)  # ToTensor
         mean, std = self._mean_std(x.device)
-        return x.sub_(mean).div_(std), y  # Normalize
+        return x.sub_(mean).div_(std)  # Normalize
+
+
+def each_image(transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``transform`` applied to each image of the batch ``x`` on its own (torchvision's random
+    transforms draw once per call), stacked again.
+
+    On the CPU on one thread: ops on one small image gain nothing from more, and where the cores
+    are busy, waking the other threads for every op costs far more than the op (measured on 2
+    shared cores: RandAugment on 64 CIFAR-10 images 28 ms on one thread, 500 ms on two).
+    """
+    if x.device.type != "cpu":
+        return torch.stack([transform(image) for image in x])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.stack([transform(image) for image in x])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def shift_and_flip(
@@ -270,12 +326,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 @dataclass
 class _EpochPlan:
-    """Epoch ``epoch``'s order of rows and augmentation draws, on the data's device."""
+    """Epoch ``epoch``'s order of rows and augmentation draws, on the data's device; the seed
+    of each of this process's batches (for the batch maker's policy, erasing and mixing) on the
+    CPU."""
 
     epoch: int
     rows: torch.Tensor
     shifts: torch.Tensor | None
     flips: torch.Tensor | None
+    seeds: torch.Tensor | None = None
 
 
 class ShuffledBatches(_Batches):
@@ -356,6 +415,12 @@ class ShuffledBatches(_Batches):
             shifts = torch.randint(0, 2 * self.make.max_shift + 1, (n, 2), generator=generator)
         if self.make.mirror:
             flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        seeds = None
+        if self.make.draws_per_batch:
+            # Drawn last, so the order, shifts and flips stay those of a run without them; one
+            # row of seeds per process, so that processes draw differently for their own images.
+            grid = (self.world_size, len(self))
+            seeds = torch.randint(0, 2**62, grid, generator=generator)[self.rank]
         if self.world_size > 1:
             # Drawn for all rows as on one process, then this process's share of them.
             share = slice(self.rank, self.samples_per_process * self.world_size, self.world_size)
@@ -368,6 +433,7 @@ class ShuffledBatches(_Batches):
             order.to(device, non_blocking=True),
             None if shifts is None else shifts.to(device, non_blocking=True),
             None if flips is None else flips.to(device, non_blocking=True),
+            seeds,
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -390,6 +456,7 @@ class ShuffledBatches(_Batches):
                 plan.rows[window],
                 None if plan.shifts is None else plan.shifts[window],
                 None if plan.flips is None else plan.flips[window],
+                None if plan.seeds is None else int(plan.seeds[k]),
             )
             self._position = k + 1
             yield batch

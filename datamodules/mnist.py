@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torchvision import datasets, transforms
 
-from datamodules.base import Augmentation, ImageDataModule, try_download
+from datamodules.base import ImageDataModule, try_download
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
 from datamodules.in_memory import from_mnist
 from lightning_models.checks import LabError, check_bool
@@ -65,7 +65,7 @@ class MNISTDataModule(ImageDataModule):
         **kwargs,
     ):
         super().__init__(data_dir, batch_size, val_size, **kwargs)
-        self.augmentation = Augmentation.from_options(augment, max_shift, self.mirror_keeps_label)
+        self.augmentation = self.augmentation_from(augment, max_shift, self.mirror_keeps_label)
         check_bool("data.verify_checksums", verify_checksums)
         self.verify_checksums = verify_checksums
         self.download = download

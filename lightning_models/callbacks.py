@@ -4,7 +4,8 @@
 - :class:`TensorBoardLayout`: a CUSTOM SCALARS page with train and val curves on one chart each,
   so overfitting shows at a glance.
 - :class:`TestFigures`: after ``trainer.test``, the confusion matrix, per-class accuracy, macro
-  F1 and grids of correctly and wrongly classified test images.
+  F1 and grids of correctly and wrongly classified test images (to MLflow and W&B too, when the
+  run logs there: :mod:`lightning_models.tracking`).
 - :class:`TestLossEachEpoch`: the test set's loss after every training epoch, as report 002
   drew it (not a default: it only shows, nothing is chosen on it).
 
@@ -27,12 +28,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from lightning_models import figures
+from lightning_models import figures, tracking
 from lightning_models.checks import check_int
 
 
 def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def figure_loggers(trainer: L.Trainer) -> list[Any]:
+    """The loggers that take pictures: TensorBoard, MLflow and W&B."""
+    return tensorboard_loggers(trainer) + tracking.tracking_loggers(trainer.loggers)
 
 
 def first_tensor(batch: Any) -> torch.Tensor | None:
@@ -188,18 +194,30 @@ def class_tags(names: Sequence[str]) -> list[str]:
     return tags
 
 
-def accuracy_table(names: Sequence[str], matrix: np.ndarray) -> str:
-    """Per-class accuracy as a markdown table (TensorBoard's TEXT tab renders it)."""
-    rows = ["| class | test images | correct | accuracy |", "|---|---:|---:|---:|"]
+ACCURACY_COLUMNS = ("class", "test images", "correct", "accuracy")
+
+
+def accuracy_rows(names: Sequence[str], matrix: np.ndarray) -> list[list[Any]]:
+    """Per class: its name, test images, correct ones and accuracy (None without test images)."""
+    rows = []
     for name, row, hits in zip(names, matrix, np.diag(matrix), strict=True):
         total = int(row.sum())
-        acc = f"{100 * hits / total:.2f}%" if total else "–"
-        rows.append(f"| {name.replace('|', '/')} | {total} | {int(hits)} | {acc} |")
-    return "\n".join(rows)
+        rows.append([name, total, int(hits), float(hits / total) if total else None])
+    return rows
+
+
+def accuracy_table(names: Sequence[str], matrix: np.ndarray) -> str:
+    """Per-class accuracy as a markdown table (TensorBoard's TEXT tab renders it)."""
+    lines = ["| " + " | ".join(ACCURACY_COLUMNS) + " |", "|---|---:|---:|---:|"]
+    for name, total, hits, acc in accuracy_rows(names, matrix):
+        shown = f"{100 * acc:.2f}%" if acc is not None else "–"
+        lines.append(f"| {name.replace('|', '/')} | {total} | {hits} | {shown} |")
+    return "\n".join(lines)
 
 
 class TestFigures(Callback):
-    """After ``trainer.test``, writes to every TensorBoard logger:
+    """After ``trainer.test``, writes to every TensorBoard logger (and every MLflow and W&B
+    logger: :func:`lightning_models.tracking.log_test_results`):
 
     - ``test/confusion_matrix``: the matrix as an image, class names on both axes, counts in the
       cells, shaded by each count's share of its true class;
@@ -211,7 +229,7 @@ class TestFigures(Callback):
 
     Reads the predictions ``test_step`` returns (``{"preds": ...}``) instead of running the
     model again. Only the images the grids show are kept, on the CPU, so a large test set costs
-    no memory. Without a TensorBoard logger it does nothing.
+    no memory. Without a logger that takes pictures it does nothing.
 
     Args:
         max_images: size of the sample of correct images (0: no such grid).
@@ -264,7 +282,7 @@ class TestFigures(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not tensorboard_loggers(trainer):
+        if not figure_loggers(trainer):
             return
         preds = outputs.get("preds") if isinstance(outputs, Mapping) else None
         if preds is None:
@@ -309,7 +327,7 @@ class TestFigures(Callback):
     # -- writing -------------------------------------------------------------------------------
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loggers = tensorboard_loggers(trainer)
+        loggers = figure_loggers(trainer)
         if not loggers or not self._preds or not trainer.is_global_zero:
             return
         preds, targets = torch.cat(self._preds), torch.cat(self._targets)
@@ -330,16 +348,25 @@ class TestFigures(Callback):
             for tag, row, hits in zip(class_tags(names), matrix, np.diag(matrix), strict=True)
             if row.sum() > 0
         }
+        table = accuracy_table(names, matrix)
         step = trainer.global_step
-        for logger in loggers:
+        for logger in tensorboard_loggers(trainer):
             writer = logger.experiment
             for tag, picture in pictures.items():
                 writer.add_image(tag, picture, step, dataformats="HWC")
             for tag, value in per_class.items():
                 writer.add_scalar(tag, float(value), step)
             writer.add_scalar("test/f1_macro", f1, step)
-            writer.add_text("test/acc_per_class", accuracy_table(names, matrix), step)
+            writer.add_text("test/acc_per_class", table, step)
             writer.flush()
+        scalars = {**{tag: float(v) for tag, v in per_class.items()}, "test/f1_macro": f1}
+        tables = {
+            "test/acc_per_class": tracking.Table(
+                ACCURACY_COLUMNS, accuracy_rows(names, matrix), table
+            )
+        }
+        for logger in tracking.tracking_loggers(loggers):
+            tracking.log_test_results(logger, step, pictures, scalars, tables)
         self._reset()  # the kept images are not needed any more
 
     def _correct_grid(self, names: Sequence[str]) -> np.ndarray:

@@ -331,7 +331,15 @@ def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def checkpoint_to_test(trainer: L.Trainer, cfg: DictConfig) -> str | None:
-    """The best checkpoint of this fit; else ``ckpt_path`` (test only); else None (in memory)."""
+    """The best checkpoint of this fit; else ``ckpt_path`` (test only); else None (in memory).
+
+    With SWA the fit's product is the averaged model, which no epoch's checkpoint holds (their
+    val/acc are of the weights being trained): the checkpoint SWA wrote when the fit ended
+    (``averaged_checkpoint``, lightning_models/switches.py) is tested instead.
+    """
+    averaged = [getattr(c, "averaged_checkpoint", None) for c in trainer.callbacks]
+    if cfg.get("train") and any(averaged):
+        return str(next(path for path in averaged if path))
     ckpt = trainer.checkpoint_callback
     if cfg.get("train") and ckpt is not None and ckpt.best_model_path:
         return ckpt.best_model_path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import math
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
@@ -139,6 +141,40 @@ def check_config(cfg: DictConfig) -> None:
             "for torch's default"
         )
     check_devices(cfg.trainer)
+    check_logger_packages(cfg.get("logger"))
+    clip = cfg.trainer.get("gradient_clip_val")
+    # Lightning takes a negative value, and clipping to it flips every gradient's sign.
+    if clip is not None and not (is_finite_number(clip) and clip >= 0):
+        raise LabError(
+            f"trainer.gradient_clip_val={clip!r} is not allowed; use a positive number (the "
+            "largest gradient norm, or value with gradient_clip_algorithm=value), or null for none"
+        )
+
+
+def builds(node: Any, kind: type | Any) -> bool:
+    """Whether a config node builds an instance of ``kind`` (under any import path)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return False
+    try:
+        cls = hydra.utils.get_class(str(node._target_))
+    except (ImportError, ValueError):  # a bad target is reported when the part is built
+        return False
+    return isinstance(cls, type) and issubclass(cls, kind)
+
+
+def check_logger_packages(loggers: DictConfig | None) -> None:
+    """``logger=mlflow`` or ``logger=wandb`` without its package (the optional extra
+    ``tracking``) stops with a sentence saying what to install, before Lightning's
+    ModuleNotFoundError deep in the build. Lightning's logger classes import without them."""
+    from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+    for name, node in (loggers or {}).items():
+        for kind, package in ((MLFlowLogger, "mlflow"), (WandbLogger, "wandb")):
+            if builds(node, kind) and importlib.util.find_spec(package) is None:
+                raise LabError(
+                    f"logger={name} needs the {package} package, which is not installed; "
+                    'install the lab\'s tracking extra: pip install -e ".[tracking]"'
+                )
 
 
 def check_devices(trainer: DictConfig) -> None:
@@ -162,6 +198,60 @@ def check_devices(trainer: DictConfig) -> None:
         f"trainer.accelerator={accelerator} with trainer.devices={devices} needs {need}, but "
         f"this machine has {found or 'none'}; use {instead}"
     )
+
+
+def check_run_parts(
+    cfg: DictConfig, model: Any, has_validation: bool, callbacks: dict[str, Any]
+) -> None:
+    """Combinations of the built parts that would fail, or mislead, only once the run has
+    started: weight averaging twice, SWA cut short by early stopping, early stopping on a
+    validation metric without a validation set, gradient clipping of a net updated by hand."""
+    from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
+    from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
+
+    averages = WeightAveraging | StochasticWeightAveraging
+    averaging = [n for n, c in callbacks.items() if isinstance(c, averages)]
+    if len(averaging) > 1:
+        raise LabError(
+            f"callbacks {' and '.join(averaging)} both average the weights; keep one, e.g. "
+            f"~callbacks.{averaging[-1]}"
+        )
+    stopping = [(n, c) for n, c in callbacks.items() if isinstance(c, EarlyStopping)]
+    swa = [n for n, c in callbacks.items() if isinstance(c, StochasticWeightAveraging)]
+    if stopping and swa:
+        raise LabError(
+            f"callbacks.{swa[0]} averages the weights up to the last epoch, which "
+            f"callbacks.{stopping[0][0]} may never reach; leave one out, e.g. "
+            f"~callbacks.{stopping[0][0]}"
+        )
+    for name, callback in stopping:
+        if str(callback.monitor).startswith("val/") and not has_validation:
+            raise LabError(
+                f"callbacks.{name} stops on {callback.monitor}, but this run has no validation "
+                f"set (data.val_size=0); give data.val_size a number of images, or leave it out: "
+                f"~callbacks.{name}"
+            )
+    for name in swa:
+        start = getattr(callbacks[name], "epoch_start", None)
+        epochs = cfg.trainer.get("max_epochs")
+        if isinstance(start, float) and epochs == -1:
+            raise LabError(
+                f"callbacks.{name}.swa_epoch_start={start} is a fraction of trainer.max_epochs, "
+                "which is -1 (no limit); give the first averaging epoch as a whole number"
+            )
+        if is_whole(start) and is_whole(epochs) and start > epochs > 0:
+            raise LabError(
+                f"callbacks.{name}.swa_epoch_start={start} comes after the last epoch "
+                f"(trainer.max_epochs={epochs}): nothing would be averaged; give an epoch up to "
+                f"{epochs}, or a fraction such as 0.8"
+            )
+    clip = cfg.trainer.get("gradient_clip_val")
+    if clip and not getattr(model, "automatic_optimization", True):
+        raise LabError(
+            f"trainer.gradient_clip_val={clip} cannot be used with {type(model.net).__name__}: "
+            "it updates its weights by hand (manual_update), with no gradients for Lightning to "
+            "clip; leave trainer.gradient_clip_val at null"
+        )
 
 
 def check_sweep(config: DictConfig) -> None:
@@ -225,7 +315,8 @@ class ValidateBeforeRun(Callback):
     A sweep's jobs differ, so each job builds and checks its own config and records a failure in
     its folder while the others go on. Evaluating a checkpoint (``train=false``) rebuilds another
     config and is checked by the job itself. Under DDP only rank 0 checks (processes started by
-    SLURM or torchrun each run Hydra; the lab's own DDP processes do not).
+    SLURM or torchrun each run Hydra; the lab's own DDP processes do not). A sweep's MLflow store
+    is created here too, once, before its jobs (lightning_models/tracking.py).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -233,4 +324,7 @@ class ValidateBeforeRun(Callback):
             _exit_on_lab_error(_single_run_checks, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lightning_models import tracking
+
         _exit_on_lab_error(check_sweep, config)
+        tracking.prepare_mlflow_stores(config)  # before parallel jobs race to create them

@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lightning_models.checks import DivergedError, LabError
+from lightning_models.checks import DivergedError, LabError, check_bool
 
 STAGES = ("train", "val", "test")
 
@@ -50,6 +50,12 @@ class ImageClassifier(L.LightningModule):
             that re-initialises it, e.g. :func:`lightning_models.nets.init.initialize` as a partial.
         defer_finite_check: check the training loss for NaN/inf every ``log_every_n_steps``
             steps instead of every step (no host sync per step); ``None``: on accelerators only.
+        tta_flip: flip test-time augmentation: validation and test predict from the mean of the
+            net's outputs on each image and on its horizontal mirror (``model.tta_flip``).
+        compile: ``torch.compile`` the net when a Trainer runs the model (:meth:`configure_model`).
+
+    Training labels may be class indices or, from mixup and cutmix (``data.mix``), class
+    probabilities ``(B, num_classes)``, which the loss then takes as they are.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``
     and ``test/acc``, each once per epoch.
@@ -69,8 +75,18 @@ class ImageClassifier(L.LightningModule):
         num_classes: int = 10,
         init: Callable[[nn.Module], Any] | None = None,
         defer_finite_check: bool | None = None,
+        tta_flip: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
+        check_bool("model.tta_flip", tta_flip)
+        check_bool("model.compile", compile)
+        self.compile_net = compile
+        self._net_compiled = False
+        # The lr finder (lightning_models/tools/lr_find.py) raises the lr until the loss
+        # diverges, on purpose: it turns the stop at a non-finite loss off.
+        self.stop_on_divergence = True
+        self.tta_flip = tta_flip
         # Only plain values go into the checkpoint's hparams: the network and loss live in the
         # state dict, and pickled partials would stop torch.load(weights_only=True) reading it.
         self.save_hyperparameters(
@@ -114,6 +130,15 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def configure_model(self) -> None:
+        # Lightning calls this hook for every fit, validate and test, so a model built only to
+        # load a checkpoint (predict, export) is never compiled. nn.Module.compile compiles the
+        # net in place: its state-dict keys stay as they are (no `_orig_mod.`), so checkpoints of
+        # compiled and plain runs are the same.
+        if self.compile_net and not self._net_compiled:
+            self.net.compile()
+            self._net_compiled = True
+
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         """Log the epoch's mean loss and accuracy over its images, and return them.
 
@@ -135,6 +160,9 @@ class ImageClassifier(L.LightningModule):
     def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, y = batch
         out = self.net(x)
+        if self.tta_flip:
+            # The mean of the outputs (logits or log-probabilities: whatever the loss takes)
+            out = (out + self.net(x.flip(-1))) / 2
         preds = out.argmax(dim=1)
         self._sums[stage].add(self.criterion(out, y), preds, y)
         if stage == "test":
@@ -157,7 +185,10 @@ class ImageClassifier(L.LightningModule):
                 # on every DDP process
                 self.log("train/l2", penalty, on_step=False, on_epoch=True)
                 loss = loss + penalty
-        self._sums["train"].add(loss, out.argmax(dim=1), y)
+        # Mixed batches (data.mix) have class probabilities for labels: the loss takes them as
+        # they are, and train accuracy counts the class with the largest share as the label.
+        labels = y.argmax(dim=1) if y.ndim == 2 else y
+        self._sums["train"].add(loss, out.argmax(dim=1), labels)
         return loss
 
     def _hand_written_step(self, x: torch.Tensor, y: torch.Tensor):
@@ -186,6 +217,8 @@ class ImageClassifier(L.LightningModule):
         every ``log_every_n_steps`` steps, at the end of each epoch and before any checkpoint.
         Under DDP every process stops together (one waiting alone would hang the others).
         """
+        if not self.stop_on_divergence:
+            return
         defer = self.defer_finite_check
         if not (loss.device.type != "cpu" if defer is None else defer):
             # loss.item() is free on the CPU and cheaper than torch.isfinite (a tensor op)

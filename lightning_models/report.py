@@ -21,29 +21,56 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_models import tracking
 from lightning_models.checks import DivergedError, LabError, is_finite_number
 
 log = logging.getLogger("train")
 
 FINAL = ("test/acc", "test/loss", "val/acc_best")  # the figures of the summary and HParams tab
+# The parts of a run built from a `_target_`: named in a column of their own, their values beside.
+PARTS = ("optimizer", "scheduler", "loss", "init")
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """What TensorBoard's HParams tab compares: the choices and values that define a run."""
+    """What TensorBoard's HParams tab compares (and MLflow's params, W&B's config): the choices
+    and values that define a run. The optimizer, scheduler, loss and init by name (``optimizer:
+    adam``, the choice as typed; the class without Hydra) with their values beside
+    (``optimizer/lr``), without Hydra's ``_target_`` and ``_partial_``."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {
+    hparams = {
         "model": choices.get("model", cfg.model.net._target_.rsplit(".", 1)[-1]),
         "data": choices.get("data", cfg.data._target_.rsplit(".", 1)[-1]),
         "experiment": choices.get("experiment") or "none",
         "seed": cfg.seed,
-        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
-        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True)
-        if cfg.scheduler
-        else "none",
-        "loss": cfg.loss._target_.rsplit(".", 1)[-1],
-        "batch_size": cfg.data.batch_size,
-        "max_epochs": cfg.trainer.max_epochs,
     }
+    for part in PARTS:
+        hparams.update(described(part, cfg.get(part), choices.get(part)))
+    hparams["batch_size"] = cfg.data.batch_size
+    hparams["max_epochs"] = cfg.trainer.max_epochs
+    return hparams
+
+
+def described(group: str, node: Any, chosen: str | None = None) -> dict[str, Any]:
+    """``{group: name, "group/key": value, ...}`` of one part: ``chosen`` or its class's name
+    ("none" for an empty group), and its values. An object nested in it (Lightning's scheduler
+    config holds its scheduler under ``scheduler:``) puts its values beside the outer ones."""
+    values: dict[str, Any] = {}
+    targets: list[str] = []
+
+    def walk(prefix: str, mapping: dict) -> None:
+        for key, value in mapping.items():
+            if key == "_target_":
+                targets.append(str(value))
+            elif key == "_partial_":
+                continue
+            elif isinstance(value, dict):
+                walk(prefix if "_target_" in value else f"{prefix}{key}/", value)
+            else:
+                values.setdefault(f"{group}/{prefix}{key}", value)
+
+    walk("", OmegaConf.to_container(node, resolve=True) if node else {})
+    name = chosen or (targets[0].rsplit(".", 1)[-1] if targets else "none")
+    return {group: name, **values}
 
 
 def log_hparams(loggers: list[Any], cfg: DictConfig) -> None:
@@ -68,6 +95,7 @@ def finish(
         logger.save()
     write_metrics(metrics, cfg)
     print_summary(trainer, metrics, cfg)
+    tracking.end_wandb_run(failed=False)
 
 
 def collapsed(model: L.LightningModule) -> bool:
@@ -107,6 +135,7 @@ def print_summary(trainer: L.Trainer, metrics: dict[str, Any], cfg: DictConfig) 
     if ckpt is not None and ckpt.best_model_path:
         lines.append(f"{'best ckpt':<14} {ckpt.best_model_path}")
     lines.append(f"{'tensorboard':<14} tensorboard --logdir {Path(cfg.paths.output_dir)}")
+    lines += tracking.where_to_look(trainer.loggers)
     print("\n".join(lines), flush=True)
 
 
@@ -128,7 +157,9 @@ def single_run() -> bool:
 def job_failed(err: Exception, cfg: DictConfig) -> None:
     """Record a job's failure as its status; a single run's LabError ends the process with its
     sentence (exit 1), any other error of a single run is raised on. In a multirun the other
-    jobs go on and the table shows this one's status."""
+    jobs go on and the table shows this one's status. An open W&B run ends as failed, so that
+    the next job of the process gets its own (lightning_models/tracking.py)."""
+    tracking.end_wandb_run(failed=True)
     status = "diverged" if isinstance(err, DivergedError) else "failed"
     write_metrics({"status": status, "error": str(err)}, cfg)
     if isinstance(err, LabError):

@@ -1,5 +1,6 @@
-"""The config resolvers of ``conf/hydra/``, registered when this module is imported (train.py
-imports it before Hydra composes; the data configs' resolvers come with ``datamodules``)."""
+"""The config resolvers of ``conf/hydra/`` and ``conf/callbacks/``, registered when this module
+is imported (train.py imports it before Hydra composes; the data configs' resolvers come with
+``datamodules``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lightning_models.checks import is_whole
+from lightning_models.console import progress_bar_target
 
 
 def slurm_tasks(devices: Any) -> int:
@@ -30,3 +32,5 @@ def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
 OmegaConf.register_new_resolver("lab.pid", os.getpid, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("lab.slurm_tasks", slurm_tasks, replace=True)
 OmegaConf.register_new_resolver("lab.slurm_gpus", slurm_gpus, replace=True)
+# Rich's bar or log lines, by what this process's stdout is (conf/callbacks/progress_bar.yaml).
+OmegaConf.register_new_resolver("lab.progress_bar", progress_bar_target, replace=True)

@@ -29,7 +29,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -40,7 +39,7 @@ from lightning_models.checkpoints import (
     run_dir_of,
     saved_config_of,
 )
-from lightning_models.checks import LabError
+from lightning_models.checks import LabError, builds
 from lightning_models.loggers import CSVLogger
 
 log = logging.getLogger("run_config")
@@ -94,7 +93,7 @@ def for_the_run(
             if cfg.get("callbacks") and "model_checkpoint" in cfg.callbacks:
                 cfg.callbacks.model_checkpoint.monitor = None
         if cfg.trainer.get("enable_progress_bar") is False and cfg.get("callbacks"):
-            for name in [n for n, node in cfg.callbacks.items() if _is(node, ProgressBar)]:
+            for name in [n for n, node in cfg.callbacks.items() if builds(node, ProgressBar)]:
                 del cfg.callbacks[name]
         cfg.pop("hydra", None)  # the planned Hydra node of the pre-run check (checks.py)
     return cfg
@@ -109,7 +108,7 @@ def _continue_in_its_run(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
     if run_dir is not None:
         cfg.paths.output_dir = str(run_dir)
     for logger in (cfg.get("logger") or {}).values():
-        if _is(logger, TensorBoardLogger | CSVLogger):
+        if builds(logger, TensorBoardLogger | CSVLogger):
             logger.purge_step = int(checkpoint.get("global_step", 0))
     log.info(
         "Resuming from %s (epoch %s, step %s); the run continues in %s",
@@ -118,14 +117,3 @@ def _continue_in_its_run(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
         checkpoint.get("global_step"),
         cfg.paths.output_dir,
     )
-
-
-def _is(node: Any, kind: type | Any) -> bool:
-    """Whether a config node builds an instance of ``kind`` (under any import path)."""
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return False
-    try:
-        cls = hydra.utils.get_class(str(node._target_))
-    except (ImportError, ValueError):  # a bad target is reported when the part is built
-        return False
-    return isinstance(cls, type) and issubclass(cls, kind)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,37 @@ def train_cfg(data_dir, tmp_path):
         return compose_train([*paths, *fast, *overrides])
 
     return make
+
+
+def _local(host: object) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+@pytest.fixture
+def no_internet(monkeypatch) -> list:
+    """Refuses, and lists, every attempt of this process to look up or connect to a host other
+    than this machine (Unix sockets and loopback, as wandb's own service uses, stay open). The
+    test asserts the list is empty; processes started by the test are not watched."""
+    tried: list = []
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+            tried.append(address)
+            raise OSError(f"the test refuses a connection to {address}")
+        return connect(sock, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if not _local(host):
+            tried.append(host)
+            raise socket.gaierror(f"the test refuses to look up {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    return tried

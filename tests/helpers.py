@@ -47,11 +47,12 @@ CONF = ROOT / "conf"
 # --- the real config, shrunk ------------------------------------------------------------------
 
 
-def compose_train(overrides: list[str] | None = None) -> DictConfig:
-    """The real ``conf/train.yaml`` composed as ``python train.py <overrides>`` would."""
+def compose_train(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """The real ``conf/train.yaml`` (or ``conf/<config_name>.yaml``) composed as ``python
+    train.py <overrides>`` (the tool reading it) would."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
     HydraConfig().set_config(cfg)
     return cfg
 
@@ -77,9 +78,16 @@ FAST = [
 
 def run_train(*args: str, data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
     """``python train.py <args>`` in the repository, data and logs where the test says."""
+    return run_tool("train.py", *args, data_dir=data_dir, log_dir=log_dir)
+
+
+def run_tool(script: str, *args: str, data_dir: Path, log_dir: Path) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` in the repository, data and logs where the test says; a
+    ``script`` without ``.py`` is a module: ``python -m lightning_models.tools.lr_find``."""
     env = {**os.environ, "LAB_DATA_DIR": str(data_dir), "LAB_LOG_DIR": str(log_dir)}
+    command = [script] if script.endswith(".py") else ["-m", script]
     return subprocess.run(
-        [sys.executable, "train.py", *args],
+        [sys.executable, *command, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -136,6 +144,39 @@ def table_rows(sweep: Path) -> list[list[str]]:
         [c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")
     ]
     return [rows[0], *rows[2:]]  # the rule line dropped
+
+
+def picture(png: Path | bytes) -> np.ndarray:
+    """A PNG (a file or its bytes) decoded in full as H x W x 3 uint8; anything else raises."""
+    with Image.open(png if isinstance(png, Path) else io.BytesIO(png), formats=["PNG"]) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def drawn(pixels: np.ndarray) -> bool:
+    """Not blank: several colours, none of them covering (nearly) the whole picture."""
+    _, counts = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0, return_counts=True)
+    return len(counts) > 2 and counts.max() < 0.99 * counts.sum()
+
+
+def tensorboard_image(run_dir: Path, tag: str) -> np.ndarray:
+    """The last image of ``tag`` in a run's TensorBoard files, decoded."""
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return picture(events.Images(tag)[-1].encoded_image_string)
+
+
+def hparams_columns(run_dir: Path) -> dict[str, object]:
+    """TensorBoard's HParams tab of a run, as its event files hold it: column name -> value."""
+    from tensorboard.plugins.hparams import metadata
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+    columns = {}
+    for name, value in metadata.parse_session_start_info_plugin_data(content).hparams.items():
+        kind = value.WhichOneof("kind")  # a protobuf Value: number_value, string_value, ...
+        columns[name] = getattr(value, kind) if kind else None
+    return columns
 
 
 # --- MNIST-style IDX files -------------------------------------------------------------------
@@ -465,3 +506,44 @@ class SignalAt(Checkpoint):
         if callable(signal.getsignal(self.signum)):
             self.once.touch()
             os.kill(os.getpid(), self.signum)
+
+
+# --- what a run's steps were given -------------------------------------------------------------
+
+# SeenBatches.key -> {"train": (x, y), "val": (x, y)}: written inside a run, read by the test.
+SEEN_BATCHES: dict[str, dict[str, tuple[torch.Tensor, ...]]] = {}
+
+
+class SeenBatches(L.Callback):
+    """Keeps the first training batch and the first validation batch (not the sanity check's) of
+    a run as its steps got them, after the transfer hooks, in ``SEEN_BATCHES[key]`` (the callback
+    is built from the config inside the run, so the test reads them there)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        SEEN_BATCHES[key] = {}
+
+    def _keep(self, stage: str, batch) -> None:
+        if stage not in SEEN_BATCHES[self.key]:
+            SEEN_BATCHES[self.key][stage] = tuple(t.detach().cpu().clone() for t in batch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._keep("train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self._keep("val", batch)
+
+
+class StopAfterEpoch(L.Callback):
+    """Ends the fit after training epoch ``epoch`` (0-based), as a run stopped there would end,
+    its checkpoints of that epoch written: the run resumed from its last.ckpt with the same
+    overrides must end as one that was never stopped (an in-process stand-in for
+    :class:`KillAt`, for fits that end at epoch boundaries)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True

@@ -37,14 +37,21 @@ CASES = [
                                             "must be between 0.0 and 1.0", "generated"),
     (["optimizer.betas=[2,0.999]", SMALL_VAL], "optimizer=adam cannot be used: Invalid beta "
                                                "parameter at index 0: 2", "generated"),
-    (["+trainer.precision=sideways", SMALL_VAL], "trainer cannot be used: Precision 'sideways' is "
-                                                "invalid", "generated"),
+    (["trainer.precision=sideways", SMALL_VAL], "trainer cannot be used: Precision 'sideways' is "
+                                               "invalid", "generated"),
     (["callbacks.model_checkpoint.mode=sideways", SMALL_VAL],
      "callbacks.model_checkpoint cannot be used: ", "generated"),
     (["ckpt_path={truncated}", SMALL_VAL], "cannot be used: PytorchStreamReader failed reading zip "
                                            "archive", "generated"),
     (["paths.log_dir={file}/logs", SMALL_VAL],
      "paths.log_dir={file}/logs cannot be used: {file} is a file, not a folder", "generated"),
+    # The training switches (lightning_models/switches.py, checks.check_run_parts).
+    (["model.compile=maybe", SMALL_VAL], "model.compile='maybe' is not allowed; use true or "
+                                         "false", "generated"),
+    (["callbacks=[default,ema]", "callbacks.ema.decay=2", SMALL_VAL],
+     "callbacks.ema.decay=2 is not allowed; use a number strictly between 0 and 1", "generated"),
+    (["callbacks=[default,early_stopping]", "data.val_size=0"],
+     "callbacks.early_stopping stops on val/acc, but this run has no validation set", "generated"),
 ]  # fmt: skip
 
 

@@ -12,12 +12,20 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
 from datamodules.cifar10 import CIFAR10_CLASSES, CIFAR10DataModule, write_batches_from_folder
 from datamodules.in_memory import BatchMaker, InMemoryImages, ShuffledBatches
 from lightning_models.nets import ThreeLayerConvNet
-from lightning_models.tools.reproduce import REPORTS, ROOT, load_reports
+from lightning_models.tools.reproduce import (
+    REPORTS,
+    ROOT,
+    Settings,
+    load_reports,
+    multirun_command,
+    multirun_folder,
+)
 from tests.helpers import compose_train
 
 
@@ -44,6 +52,24 @@ def test_every_rows_file_loads_and_names_real_experiments():
                         assert str(_select(cfg, key)) == str(value) or float(
                             _select(cfg, key)
                         ) == float(value), (sweep.id, key)
+
+
+def test_every_multirun_command_is_valid_hydra_override_syntax(tmp_path):
+    # A row of several keys runs in a folder named after them ("batch_size=64_lr=1e-1_..."),
+    # which Hydra's grammar takes only quoted; every command line must parse as train.py gets it.
+    runs = tmp_path / "it's runs"
+    settings = Settings(runs=runs, results=tmp_path, quick=False, seeds=None, launcher="joblib",
+                        extra=["torch_threads=1"], data_dir=tmp_path, cifar_dir=None)  # fmt: skip
+    parser = OverridesParser.create()
+    for report in load_reports(ROOT / "reproduction" / "reports", REPORTS):
+        for sweep in report.sweeps:
+            groups = [sweep.rows] if len(sweep.keys) == 1 else [[row] for row in sweep.rows]
+            for rows in groups:
+                folder = multirun_folder(rows, settings)
+                command = multirun_command(rows, 3, settings, folder)
+                parsed = parser.parse_overrides(command[3:])
+                (where,) = [o for o in parsed if o.key_or_group == "hydra.sweep.dir"]
+                assert where.value() == str(folder), (sweep.id, rows[0].id)
 
 
 def _select(cfg, key: str):

@@ -1,10 +1,12 @@
-"""The sweep table (summary.md, summary.csv) of fake sweep dirs, the CLI, and one real multirun."""
+"""The sweep table (summary.md, summary.csv) and figure (summary.png) of fake sweep dirs, the CLI,
+and one real multirun."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import statistics
 import subprocess
 import sys
 from datetime import datetime
@@ -15,8 +17,15 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from lightning_models.tools import sweep_table
-from lightning_models.tools.sweep_table import SweepSummary, collect, load_sweep, write_summary
-from tests.helpers import FAST, ROOT, run_train
+from lightning_models.tools.sweep_table import (
+    SweepSummary,
+    axis_kind,
+    collect,
+    load_sweep,
+    summary_figure,
+    write_summary,
+)
+from tests.helpers import FAST, ROOT, drawn, picture, run_train
 
 NAN = float("nan")
 COMMON = ["data=fashion", "trainer.max_epochs=10"]
@@ -165,10 +174,111 @@ def test_csv_has_every_override_and_raw_floats(seed_sweep):
     assert rows[2]["status"] == "failed" and rows[2]["error"] == "RuntimeError: boom"
     assert rows[3]["test/acc"] == "" and "no metrics.json" in rows[3]["error"]
     assert rows[8]["val/acc_best"] == ""
-    # written by rename: nothing but the two files is left beside the job dirs
+    # written by rename: nothing but the three files is left beside the job dirs
     assert sorted(p.name for p in seed_sweep.iterdir() if p.is_file()) == [
-        "multirun.yaml", "summary.csv", "summary.md",
+        "multirun.yaml", "summary.csv", "summary.md", "summary.png",
     ]  # fmt: skip
+
+
+def a_figure(path: Path) -> bool:
+    """summary.png decodes as a PNG, of a size a screen shows whole, and is not blank."""
+    pixels = picture(path)
+    height, width, _ = pixels.shape
+    return 200 <= height <= 4000 and 300 <= width <= 4000 and drawn(pixels)
+
+
+def test_summary_png_beside_the_table_is_a_real_figure(seed_sweep):
+    write_summary(seed_sweep)
+    assert a_figure(seed_sweep / "summary.png")
+
+
+OPTIMIZERS = ["adam", "sgd"]
+
+
+@pytest.fixture
+def grid_sweep(tmp_path) -> tuple[Path, dict[tuple[str, str], list[float]]]:
+    """`-m optimizer=adam,sgd optimizer.lr=0.1,0.01,0.001 seed=0,1,2`, every job ok; and the
+    val/acc_best of each (optimizer, lr) over its seeds."""
+    sweep = tmp_path / "grid"
+    accs: dict[tuple[str, str], list[float]] = {}
+    num = 0
+    for i, name in enumerate(OPTIMIZERS):
+        for j, lr in enumerate(LRS):
+            for seed in range(3):
+                acc = 0.5 + 0.1 * i + 0.05 * j + 0.01 * seed * (j + 1)
+                accs.setdefault((name, lr), []).append(acc)
+                overrides = [f"optimizer={name}", f"optimizer.lr={lr}", f"seed={seed}"]
+                write_job(sweep, num, overrides, ok(acc - 0.02, acc))
+                num += 1
+    return sweep, accs
+
+
+def lines_of(ax) -> dict[str, list[tuple[float, float, float]]]:
+    """Each error-bar line of a panel: its label -> (x, y, error) per point."""
+    found = {}
+    for bars in ax.containers:
+        line, _caps, (segments,) = bars.lines
+        errors = [(top[1] - bottom[1]) / 2 for bottom, top in segments.get_segments()]
+        points = zip(line.get_xdata(), line.get_ydata(), errors, strict=True)
+        found[bars.get_label()] = [tuple(map(float, p)) for p in points]
+    return found
+
+
+def test_figure_draws_mean_and_std_over_seeds_per_factor(grid_sweep):
+    sweep_dir, accs = grid_sweep
+    figure = summary_figure(load_sweep(sweep_dir), "val/acc_best")
+    by_factor = {ax.get_xlabel(): ax for ax in figure.axes if ax.get_visible()}
+    assert set(by_factor) == {"optimizer", "optimizer.lr"}
+
+    def expected(values: list[float]) -> tuple[float, float]:
+        return 100 * statistics.fmean(values), 100 * statistics.stdev(values)
+
+    names = by_factor["optimizer"]  # names: a category each, a line per learning rate
+    assert [t.get_text() for t in names.get_xticklabels()] == OPTIMIZERS
+    assert names.get_xscale() == "linear" and names.get_ylabel() == "val/acc_best (%)"
+    for lr in LRS:
+        assert lines_of(names)[f"optimizer.lr={lr}"] == [
+            (pytest.approx(k), *map(pytest.approx, expected(accs[name, lr])))
+            for k, name in enumerate(OPTIMIZERS)
+        ]
+    rates = by_factor["optimizer.lr"]  # three decades of rates: a log axis, a line per optimizer
+    assert rates.get_xscale() == "log"
+    for name in OPTIMIZERS:
+        assert lines_of(rates)[f"optimizer={name}"] == [
+            (pytest.approx(float(lr)), *map(pytest.approx, expected(accs[name, lr])))
+            for lr in sorted(LRS, key=float)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (["0.1", "0.01", "0.001"], "log"),
+        (["1e-4", "1e-3"], "log"),
+        (["32", "64", "128"], "linear"),
+        (["0", "0.5", "10"], "linear"),  # zero has no place on a log axis
+        (["adam", "sgd"], "category"),
+        (["0.1", "adam"], "category"),
+        (["0.1", None], "category"),  # a job without the key
+    ],
+)
+def test_axis_kind_of_swept_values(values, kind):
+    assert axis_kind(values) == kind
+
+
+def test_figure_draws_the_optimized_metric_or_test_acc_and_none_without_ok_jobs(tmp_path):
+    write_job(tmp_path, 0, ["model=fcn"], ok(0.8))  # no val/acc_best: no validation set
+    write_job(tmp_path, 1, ["model=lenet5"], ok(0.9))
+    (tmp_path / "multirun.yaml").write_text("optimized_metric: test/loss\nhydra: {}\n")
+    write_summary(tmp_path)
+    assert a_figure(tmp_path / "summary.png")
+    assert summary_figure(load_sweep(tmp_path), "test/loss").axes[0].get_ylabel() == "test/loss"
+    fallback = summary_figure(load_sweep(tmp_path), "val/acc_best").axes[0]
+    assert fallback.get_ylabel() == "test/acc (%)"
+    failed = tmp_path / "failed"
+    write_job(failed, 0, ["model=fcn"], {"status": "failed", "error": "boom"})
+    write_summary(failed)
+    assert (failed / "summary.md").is_file() and not (failed / "summary.png").exists()
 
 
 def test_broken_job_dirs_are_marked_and_hide_nothing(tmp_path, caplog):
@@ -262,3 +372,4 @@ def test_real_multirun_writes_the_table(data_dir, tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["job"], r["optimizer.lr"]) for r in rows] == [("0", "0.01"), ("1", "0.001")]
     assert all(r["status"] in ("ok", "diverged") and 0 <= float(r["test/acc"]) <= 1 for r in rows)
+    assert a_figure(sweep / "summary.png")

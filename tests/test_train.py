@@ -38,7 +38,10 @@ def test_fit_test_writes_checkpoints_and_tensorboard(train_cfg, tmp_path, model)
     tags = scalar_tags(tmp_path)
     assert tags >= LOGGED and any(t.startswith("lr-") for t in tags)
     assert {"hparams/test_acc", "hparams/val_acc_best"} <= tags
-    assert (tmp_path / "tensorboard" / "hparams.yaml").read_text().count("model: " + model) == 1
+    hparams = (tmp_path / "tensorboard" / "hparams.yaml").read_text()
+    assert hparams.count("model: " + model) == 1
+    # The optimizer by its name and values, not Hydra's _target_/_partial_ (report.hparams_of).
+    assert "optimizer: adam" in hparams and "_target_" not in hparams and "_partial_" not in hparams
     assert metrics["test/acc"] == pytest.approx(float(metrics["test/acc"]))
 
 

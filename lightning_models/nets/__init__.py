@@ -9,6 +9,7 @@ from lightning_models.nets.lenet5_any import LeNet5Any
 from lightning_models.nets.mlp_deep import MLPDeep
 from lightning_models.nets.resnet_small import ResNetSmall
 from lightning_models.nets.softmax_regression import SoftmaxRegression
+from lightning_models.nets.strided_convnet import StridedConvNet
 
 __all__ = [
     "FCN",
@@ -21,6 +22,7 @@ __all__ = [
     "MLPDeep",
     "ResNetSmall",
     "SoftmaxRegression",
+    "StridedConvNet",
     "ThreeLayerConvNet",
     "TwoLayerFC",
 ]

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -50,6 +51,11 @@ class Predictor:
     log_probs: bool
     device: torch.device
     notes: list[str] = field(default_factory=list)
+    # What the transform ends with, the shape it gives (C, H, W), and the run's datamodule (None
+    # when its data cannot be opened): lightning_models/tools/export.py builds on them.
+    normalize: transforms.Normalize | None = None
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    datamodule: Any = None
 
 
 @dataclass
@@ -107,14 +113,21 @@ def load_predictor(ckpt: Path, device: torch.device | None = None) -> Predictor:
     classes = _class_names(datamodule, cfg, int(model.hparams.num_classes), notes)
     # The datamodule's own value counts (its default where the config is silent).
     in_channels = getattr(datamodule, "in_channels", None) or int(cfg.data.in_channels)
+    size = getattr(datamodule, "image_size", None) or int(cfg.data.image_size)
+    normalize = normalization(cfg, datamodule)
     return Predictor(
         model=model,
-        transform=preprocessing(cfg, datamodule),
+        transform=transforms.Compose(
+            [transforms.Resize((size, size)), transforms.ToTensor(), normalize]
+        ),
         loader=ImageLoader("L" if in_channels == 1 else "RGB"),
         classes=classes,
         log_probs=bool(getattr(model.net, "outputs_log_probs", False)),
         device=device,
         notes=notes,
+        normalize=normalize,
+        image_shape=(in_channels, size, size),
+        datamodule=datamodule,
     )
 
 
@@ -140,14 +153,13 @@ def _class_names(datamodule, cfg: DictConfig, outputs: int, notes: list[str]) ->
     return classes
 
 
-def preprocessing(cfg: DictConfig, datamodule=None) -> transforms.Compose:
-    """The run's evaluation transform for an image of any size: a square resize to
-    ``data.image_size``, ToTensor, then the datamodule's normalisation (no augmentation)."""
-    size = getattr(datamodule, "image_size", None) or int(cfg.data.image_size)
+def normalization(cfg: DictConfig, datamodule=None) -> transforms.Normalize:
+    """The datamodule's normalisation, the last step of the run's evaluation transform (a square
+    resize to ``data.image_size``, ToTensor, this; no augmentation)."""
     normalize = getattr(datamodule, "normalize", None)
     if normalize is None:  # no datamodule: the same statistics, read from the config
         normalize = transforms.Normalize(tuple(cfg.data.mean), tuple(cfg.data.std))
-    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize])
+    return normalize
 
 
 # --- the input files -----------------------------------------------------------------------------

@@ -45,6 +45,8 @@ from typing import Any
 
 import yaml
 
+from lightning_models.tools import plots
+
 log = logging.getLogger("reproduce")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,16 +367,21 @@ def _same_row(row: Row, given: dict[str, str]) -> bool:
     return True
 
 
-def run_multirun(rows: list[Row], seeds: int, settings: Settings) -> int:
-    """Launch one multirun of train.py for ``rows`` over ``seeds`` seeds; collect its results."""
+def hydra_quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar: a folder named after its row
+    (``batch_size=64_lr=1e-1``) holds ``=``, which an unquoted override value cannot."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def multirun_command(rows: list[Row], seeds: int, settings: Settings, folder: Path) -> list[str]:
+    """The ``train.py -m`` command line of ``rows`` over ``seeds`` seeds, into ``folder``."""
     sweep = rows[0].sweep
-    folder = multirun_folder(rows, settings)
     args = [f"seed={','.join(str(s) for s in range(seeds))}"]
     if len(sweep.keys) == 1:
         args.append(f"{sweep.keys[0]}={','.join(str(r.values[0]) for r in rows)}")
     else:
         args += rows[0].overrides
-    command = [
+    return [
         sys.executable,
         str(ROOT / "train.py"),
         "-m",
@@ -384,11 +391,17 @@ def run_multirun(rows: list[Row], seeds: int, settings: Settings) -> int:
         *data_overrides(sweep, settings),
         *SUITE,
         *(QUICK if settings.quick else ()),
-        f"hydra.sweep.dir={folder}",
+        f"hydra.sweep.dir={hydra_quoted(str(folder))}",
         "hydra.sweeper.params={}",  # the experiment's own sweep is replaced by these rows
         *([f"hydra/launcher={settings.launcher}"] if settings.launcher else []),
         *settings.extra,
     ]
+
+
+def run_multirun(rows: list[Row], seeds: int, settings: Settings) -> int:
+    """Launch one multirun of train.py for ``rows`` over ``seeds`` seeds; collect its results."""
+    folder = multirun_folder(rows, settings)
+    command = multirun_command(rows, seeds, settings, folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "reproduce.log", "a") as out:
         out.write(" ".join(command) + "\n")
@@ -613,11 +626,7 @@ def ordering(sweep: Sweep, results: Path) -> str | None:
 def plot_sweep(sweep: Sweep, results: Path, figures: Path) -> list[Path]:
     """accuracy.png (reported and measured test accuracy against the swept value) and
     curves.png (training, and validation where there is one, loss per epoch, seed 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     made = []
     rows = [(row, measured(row, results)) for row in sweep.rows]
     if len(rows) >= 2 and any(m.n for _, m in rows):
@@ -654,9 +663,7 @@ def plot_sweep(sweep: Sweep, results: Path, figures: Path) -> list[Path]:
             meas = [(x, m.mean, m.std) for x, (_, m) in zip(xs, members, strict=True) if m.n]
             if meas:
                 x, y, e = zip(*meas, strict=True)
-                ax.errorbar(
-                    x, y, yerr=e, fmt="s-", color=color, capsize=3, label=f"measured {name}".strip()
-                )
+                plots.mean_std_line(ax, x, y, e, f"measured {name}".strip(), color)
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 6 else 0)
         stage = "validation" if sweep.metric == "val_acc" else "test"
         made.append(
@@ -681,17 +688,9 @@ def plot_sweep(sweep: Sweep, results: Path, figures: Path) -> list[Path]:
 
 
 def _save(fig, ax, sweep: Sweep, figures: Path, kind: str, xlabel: str, ylabel: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"report {sweep.report.number}: {sweep.title}", fontsize=9, wrap=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    plots.label_axes(ax, xlabel, ylabel, f"report {sweep.report.number}: {sweep.title}")
     path = figures / f"{sweep.report.number}_{sweep.id}_{kind}.png"
-    fig.savefig(path)
-    plt.close(fig)
+    plots.save(fig, path)
     return path
 
 

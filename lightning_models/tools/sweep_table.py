@@ -4,7 +4,9 @@ After ``python train.py -m optimizer.lr=1e-2,1e-3 seed=0,1,2`` the sweep dir hol
 job dir per combination (``.hydra/overrides.yaml``, ``metrics.json``). This module reads them all
 and writes the table a report needs: one row per job with the values the sweep varied, test and
 best validation accuracy, epochs, wall time and status; and, when the sweep varies ``seed``, the
-mean ± std over seeds of each configuration.
+mean ± std over seeds of each configuration. ``summary.png`` beside it draws the optimised metric
+(``optimized_metric``) against each swept value, mean ± std over seeds, one line per value of the
+other swept factors.
 
 ``SweepSummary`` (registered under ``callbacks:`` in ``conf/hydra/default.yaml``) writes the
 files when a multirun ends; to rebuild them for any existing sweep dir:
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 
 MD_NAME = "summary.md"
 CSV_NAME = "summary.csv"
+PNG_NAME = "summary.png"
+# summary.png draws the sweep's optimized_metric (train.yaml's default where multirun.yaml names
+# none), or test/acc where no job reports it (a sweep without a validation set).
+DEFAULT_METRIC = "val/acc_best"
+FALLBACK_METRIC = "test/acc"
+MAX_LINES = 10  # more configurations than this are drawn as points, without lines or legend
 SEED_KEY = "seed"
 MISSING = "—"
 STATUS_ORDER = ("ok", "diverged", "failed")
@@ -349,12 +357,16 @@ def _raw(value: float | None) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """Write via a temp file in the same dir + rename, so a reader never sees half a table."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        if isinstance(text, bytes):
+            with os.fdopen(fd, "wb") as f:
+                f.write(text)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the table is for everyone who reads the logs
         os.replace(tmp, path)
     except BaseException:
@@ -363,22 +375,165 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def write_summary(
-    sweep_dir: str | os.PathLike, written: datetime | None = None
+    sweep_dir: str | os.PathLike, written: datetime | None = None, metric: str | None = None
 ) -> tuple[Path, Path, str]:
-    """Write summary.md and summary.csv into the sweep dir; return both paths and the markdown."""
+    """Write summary.md, summary.csv and (when a job has a figure to draw) summary.png into the
+    sweep dir, the figure of ``metric`` (else the sweep's optimized_metric); return the two
+    tables' paths and the markdown."""
     sweep = load_sweep(sweep_dir)
     markdown = render_markdown(sweep, written or datetime.now())
     md_path, csv_path = sweep.path / MD_NAME, sweep.path / CSV_NAME
     atomic_write(md_path, markdown)
     atomic_write(csv_path, render_csv(sweep))
+    write_plot(sweep, metric or optimized_metric(sweep.path))
     return md_path, csv_path, markdown
+
+
+# ---------------------------------------------------------------- summary.png
+
+
+def optimized_metric(sweep_dir: Path) -> str:
+    """The ``optimized_metric`` of the sweep's config (multirun.yaml), else train.yaml's default."""
+    try:
+        config = yaml.safe_load((sweep_dir / "multirun.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        config = None
+    value = config.get("optimized_metric") if isinstance(config, dict) else None
+    return str(value) if value else DEFAULT_METRIC
+
+
+def axis_kind(values: Sequence[str | None]) -> str:
+    """How to lay out swept values: "log" for positive numbers a decade or more apart (learning
+    rates, weight decays), "linear" for other numbers, "category" for anything else (names)."""
+    try:
+        numbers = [float(v) for v in values if v is not None]
+    except ValueError:
+        return "category"
+    if len(numbers) < len(values) or not all(math.isfinite(n) for n in numbers):
+        return "category"
+    if min(numbers) > 0 and max(numbers) / min(numbers) >= 10:
+        return "log"
+    return "linear"
+
+
+def config_values(sweep: Sweep, metric: str) -> dict[tuple[str | None, ...], list[float]]:
+    """The ``metric`` of each ok job, by its configuration: its values of the swept factors
+    (every varied key but the seed, in command-line order)."""
+    factors = [k for k in sweep.varying if k != SEED_KEY]
+    found: dict[tuple[str | None, ...], list[float]] = {}
+    for job in sweep.jobs:
+        value = metric_of(job, metric)
+        if job.status == "ok" and job.overrides is not None and value is not None:
+            found.setdefault(tuple(job.overrides.get(k) for k in factors), []).append(value)
+    return found
+
+
+def metric_of(job: Job, key: str) -> float | None:
+    value = metric(job, key)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def plotted_metric(sweep: Sweep, wanted: str) -> str | None:
+    """``wanted`` if an ok job reports it, else test/acc if one does, else None."""
+    for key in dict.fromkeys([wanted, FALLBACK_METRIC]):
+        if config_values(sweep, key):
+            return key
+    return None
+
+
+def summary_figure(sweep: Sweep, wanted: str) -> Any | None:
+    """The figure of summary.png (module docstring): one panel per swept factor, the metric's
+    mean ± std over seeds against its values, a line per value of the other factors. None when
+    no ok job reports a figure to draw."""
+    from lightning_models.tools import plots
+
+    metric_key = plotted_metric(sweep, wanted)
+    if metric_key is None:
+        return None
+    values = config_values(sweep, metric_key)
+    factors = [k for k in sweep.varying if k != SEED_KEY]
+    scale = 100.0 if "acc" in metric_key else 1.0
+    ylabel = f"{metric_key} (%)" if scale == 100.0 else metric_key
+    seeds = " (mean ± std over seeds)" if SEED_KEY in sweep.varying else ""
+    panels = factors or [None]
+    plt = plots.pyplot()
+    columns = min(len(panels), 3)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(6.4 * columns, 4.2 * rows), dpi=100, squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, factor in zip(axes.flat, panels, strict=False):
+        _draw_panel(ax, values, factors, factor, scale)
+        plots.label_axes(ax, factor or "configuration", ylabel)
+    fig.suptitle(f"sweep {sweep.path.name}: {metric_key}{seeds}", fontsize=10)
+    return fig
+
+
+def _draw_panel(
+    ax: Any,
+    values: dict[tuple[str | None, ...], list[float]],
+    factors: list[str],
+    factor: str | None,
+    scale: float,
+) -> None:
+    from lightning_models.tools import plots
+
+    i = factors.index(factor) if factor is not None else None
+    xs = list(dict.fromkeys(c[i] for c in values)) if i is not None else ["all jobs"]
+    kind = axis_kind(xs) if i is not None else "category"
+    if kind != "category":
+        xs.sort(key=lambda v: float(v))
+    position = {x: (float(x) if kind != "category" else k) for k, x in enumerate(xs)}
+    lines: dict[tuple[str | None, ...], list[tuple[float, float, float | None]]] = {}
+    for config, found in values.items():
+        others = tuple(v for k, v in enumerate(config) if k != i)
+        mean, std = mean_std([scale * v for v in found])
+        x = position[config[i]] if i is not None else 0
+        lines.setdefault(others, []).append((x, mean, std))
+    other_keys = [k for k in factors if k != factor]
+    for k, (others, points) in enumerate(lines.items()):
+        points.sort()
+        x, y, e = zip(*points, strict=True)
+        if len(lines) > MAX_LINES:
+            ax.errorbar(x, y, yerr=[s or 0.0 for s in e], fmt="s", color="C0", capsize=3)
+            continue
+        label = " ".join(
+            format_override(key, str(v)) for key, v in zip(other_keys, others, strict=True)
+        )
+        plots.mean_std_line(ax, x, y, e, label, f"C{k % 10}")
+    if kind == "log":
+        ax.set_xscale("log")
+    elif kind == "category":
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30 if len(xs) > 6 else 0)
+
+
+def write_plot(sweep: Sweep, metric_key: str) -> Path | None:
+    """summary.png of the sweep, or None when there is nothing to draw. Never raises: the tables
+    are written already, and a figure that fails is a warning."""
+    try:
+        fig = summary_figure(sweep, metric_key)
+        if fig is None:
+            return None
+        from lightning_models.tools import plots
+
+        buffer = io.BytesIO()
+        plots.save(fig, buffer)
+        path = sweep.path / PNG_NAME
+        atomic_write(path, buffer.getvalue())
+        return path
+    except Exception as err:  # noqa: BLE001 (see the docstring)
+        log.warning("Sweep figure not written: %s: %s", type(err).__name__, err)
+        return None
 
 
 # ---------------------------------------------------------------- Hydra callback
 
 
 class SweepSummary(Callback):
-    """Writes the sweep table when a multirun ends, and refreshes it after each of its jobs.
+    """Writes the sweep table (and figure) when a multirun ends, and refreshes it after each of
+    its jobs.
 
     The refresh matters for sweeps that stop early (Ctrl-C, a killed process, or Hydra's basic
     sweeper raising for a job that raised, before ``on_multirun_end``): their table still lists
@@ -410,7 +565,8 @@ class SweepSummary(Callback):
             sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
             if sweep_dir is None:
                 raise ValueError("the config has no hydra.sweep.dir")
-            return write_summary(str(sweep_dir))
+            metric_key = OmegaConf.select(config, "optimized_metric", default=None)
+            return write_summary(str(sweep_dir), metric=metric_key)
         except Exception as err:  # noqa: BLE001 (see the class docstring)
             log.warning("Sweep table not written: %s: %s", type(err).__name__, err)
             return None
@@ -445,7 +601,8 @@ def not_a_sweep_dir(path: Path) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lightning_models.tools.sweep_table",
-        description="Rebuild summary.md and summary.csv of Hydra sweep dirs; print the tables.",
+        description="Rebuild summary.md, summary.csv and summary.png of Hydra sweep dirs; print "
+        "the tables.",
     )
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="sweep_dir")
     args = parser.parse_args(argv)
