@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import lightning as L
@@ -304,7 +304,6 @@ class ImageDataModule(L.LightningDataModule):
         self._policy_and_per_batch = {
             "policy": policy, "erase": erase, "mix": mix, "mix_alpha": mix_alpha
         }  # fmt: skip
-        self._per_batch: BatchAugment | None = None  # torchvision's path: on_after_batch_transfer
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
@@ -429,8 +428,12 @@ class ImageDataModule(L.LightningDataModule):
             log.info("%s", where)
         if self.fast is not None:
             return self.fast.train_loader(self.trainer)
-        self._per_batch = self.augmentation.per_batch(self.num_classes)
         return self._loader(self.data_train, shuffle=self.shuffle)
+
+    @cached_property
+    def _per_batch(self) -> BatchAugment | None:
+        # First read by the first training batch, once the path is known.
+        return None if self.fast is not None else self.augmentation.per_batch(self.num_classes)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """torchvision's path: erase and mix training batches on the training device, from

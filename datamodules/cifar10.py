@@ -26,6 +26,7 @@ from datamodules.base import ImageDataModule, try_download
 from datamodules.checksums import verify_files
 from datamodules.in_memory import from_cifar
 from lightning_models.checks import LabError, check_bool
+from lightning_models.files import atomic_file
 
 # The names batches.meta holds, known before any file is read (e.g. to label predictions).
 CIFAR10_CLASSES = (
@@ -245,10 +246,8 @@ def write_batches_from_folder(folder: Path | str, out_dir: Path | str, seed: int
     target.mkdir(parents=True, exist_ok=True)
 
     def dump(name: str, entry: dict) -> None:
-        partial = target / f".{name}.partial"
-        with open(partial, "wb") as f:
+        with atomic_file(target / name) as f:  # a killed conversion leaves no half a batch
             pickle.dump(entry, f, protocol=2)
-        partial.replace(target / name)  # a killed conversion leaves no half-written batch
 
     data, labels, names = split_images["train"]
     for i, chunk in enumerate(np.array_split(np.arange(len(labels)), 5), start=1):

@@ -35,7 +35,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +53,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from datamodules.base import ImageDataModule, count_of
-from datamodules.in_memory import InMemoryImages
+from datamodules.in_memory import InMemoryImages, use_fast_path
 from lightning_models.checks import (
     LabError,
     check_bool,
@@ -63,6 +62,7 @@ from lightning_models.checks import (
     is_fraction,
     is_whole,
 )
+from lightning_models.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -399,21 +399,14 @@ class DecodedCache:
 
     def save(self, path: Path, held: dict[str, Any]) -> bool:
         """Write ``held`` atomically; a failure (disk full) only costs the next run a decode."""
-        partial = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, partial = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(path) as f:
                 torch.save(held, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, path)
         except OSError as err:
             log.warning(
                 "data.cache_dir: cannot write %s (%s); the next run decodes again", path, err
             )
-            if partial is not None and os.path.exists(partial):
-                os.unlink(partial)
             return False
         return True
 
@@ -525,7 +518,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def fast_unavailable(self) -> str | None:
         # No option rules memory out (any image_size: decoding resizes); the folder's size
-        # decides, in setup (_fits).
+        # decides, in setup (_too_big).
         return None
 
     @property
@@ -536,7 +529,9 @@ class ImageFolderDataModule(ImageDataModule):
         if self.data_test is not None:  # train.py sets up early to check the data; do it once
             return
         scans = {name: self._scan(folder) for name, folder in self.folders.items()}
-        self.use_fast = self.use_fast and self._fits(sum(map(len, scans.values())))
+        if self.use_fast:
+            too_big = self._too_big(sum(map(len, scans.values())))
+            self.use_fast = use_fast_path(self.fast_option, too_big, explain=True)
         if self.check_images and not self.use_fast:  # in memory, decoding reads every file
             for images in scans.values():
                 check_headers(images.samples)
@@ -601,27 +596,16 @@ class ImageFolderDataModule(ImageDataModule):
     def channels(self) -> int:
         return 1 if self.mode == "L" else 3
 
-    def _fits(self, n: int) -> bool:
-        """Whether ``n`` decoded images fit ``max_memory_mb``; if not, a LabError under
-        ``fast=true`` and one log line under ``auto``."""
+    def _too_big(self, n: int) -> str | None:
+        """Why ``n`` decoded images cannot be held in memory (over ``max_memory_mb``), or None."""
         needed = n * self.channels * self.image_size**2
         if needed <= self.max_memory_mb * 2**20:
-            return True
-        why = (
+            return None
+        return (
             f"the {n} images of {self.root} at {self.image_size}x{self.image_size}x{self.channels} "
-            f"need {needed / 2**20:,.1f} MB, more than data.max_memory_mb={self.max_memory_mb}"
+            f"need {needed / 2**20:,.1f} MB, more than data.max_memory_mb={self.max_memory_mb} "
+            "(raise it if the host and training device have the memory)"
         )
-        if self.fast_option is True:
-            raise LabError(
-                f"data.fast=true cannot be used: {why}; raise data.max_memory_mb if the host and "
-                "training device have the memory, or use data.fast=auto or false"
-            )
-        log.info(
-            "data.fast=auto: %s; using torchvision's DataLoader (raise data.max_memory_mb to "
-            "hold them in memory)",
-            why,
-        )
-        return False
 
     def _hold(self, samples: Sequence[tuple[str, int]], order: list[int], n_file: int) -> None:
         """Decode (or load) the images of ``samples`` as rows ``order`` of one array, and hold

@@ -24,6 +24,7 @@ from datamodules.base import ImageDataModule, try_download
 from datamodules.checksums import FASHION_MNIST_MD5, MNIST_MD5, verify_files
 from datamodules.in_memory import from_mnist
 from lightning_models.checks import LabError, check_bool
+from lightning_models.files import atomic_file
 
 
 def _raw_files(dataset_cls: type[datasets.MNIST]) -> list[str]:
@@ -123,13 +124,10 @@ class MNISTDataModule(ImageDataModule):
             return False
         self.raw_folder.mkdir(parents=True, exist_ok=True)
         for archive in archives:
-            # Unpacked under a name of this process's own, then renamed: jobs of a parallel sweep
-            # unpacking at once never read half a file.
+            # Jobs of a parallel sweep unpacking at once never read half a file.
             target = self.raw_folder / archive.stem
-            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-            with gzip.open(archive, "rb") as packed, open(partial, "wb") as unpacked:
+            with gzip.open(archive, "rb") as packed, atomic_file(target) as unpacked:
                 shutil.copyfileobj(packed, unpacked)
-            os.replace(partial, target)
         return True
 
     def _try_download(self) -> bool:

@@ -37,6 +37,7 @@ from lightning_models.checks import (
     check_config,
     check_run_parts,
     check_writable,
+    choice,
     reported_as,
 )
 from lightning_models.runtime import prepare_process
@@ -96,7 +97,6 @@ def build_run(cfg: DictConfig) -> Run:
     with reported_as(f"model={choice('model', cfg.model.net)}", "check the values under model."):
         model = instantiate_node(cfg.model)
     _try_loss_and_optimizer(cfg, model)
-    _check_augmentation(cfg, datamodule, model)
     checkpoint = None
     if cfg.get("train") and cfg.get("ckpt_path"):
         ckpt = Path(cfg.ckpt_path)
@@ -109,7 +109,7 @@ def build_run(cfg: DictConfig) -> Run:
         name: instantiated(node, f"callbacks.{name}", f"fix it, or leave it out: ~callbacks.{name}")
         for name, node in _targets(cfg.get("callbacks"))
     }
-    check_run_parts(cfg, model, datamodule.has_validation, named)
+    check_run_parts(cfg, model, datamodule, named)
     callbacks = list(named.values())
     if under_submitit():
         callbacks.append(RequeueBetweenBatches(requeue_signal()))
@@ -134,40 +134,6 @@ def _try_loss_and_optimizer(cfg: DictConfig, model: L.LightningModule) -> None:
         model.optimizers_for(lambda: 1)  # a one-cycle schedule's length: a stand-in
 
 
-def _check_augmentation(
-    cfg: DictConfig, datamodule: L.LightningDataModule, model: L.LightningModule
-) -> None:
-    """Mixed batches (``data.mix``) train on class probabilities: a loss that takes class
-    indices only (nll, multi_margin) or a net that updates itself from them is refused. Flip
-    test-time augmentation on data whose mirror is another class (digits) is warned about."""
-    augmentation = getattr(datamodule, "augmentation", None)
-    mix = getattr(augmentation, "mix", None)
-    if mix is not None:
-        if not model.automatic_optimization:
-            raise LabError(
-                f"data.mix={mix} trains on class probabilities, but model="
-                f"{choice('model', cfg.model.net)} updates itself by hand from class indices; "
-                "use another model, or data.mix=null"
-            )
-        classes = int(model.hparams.get("num_classes", 10))
-        soft = torch.full((2, classes), 1 / classes)
-        loss = choice("loss", cfg.loss)
-        try:
-            copy.deepcopy(model.criterion)(torch.zeros(2, classes), soft)
-        except Exception as err:  # noqa: BLE001 - any refusal of soft targets, named
-            raise LabError(
-                f"data.mix={mix} trains on class probabilities, which loss={loss} "
-                f"({type(model.criterion).__name__}) cannot take; use loss=cross_entropy or "
-                "cross_entropy_smoothed, or data.mix=null"
-            ) from err
-    if getattr(model, "tta_flip", False) and not getattr(datamodule, "mirror_keeps_label", True):
-        log.warning(
-            "model.tta_flip=true averages the predictions on each image and on its mirror, but "
-            "a mirrored %s image is no image of its class; expect lower accuracy",
-            getattr(datamodule, "name", "such"),
-        )
-
-
 def instantiated(node: DictConfig, key: str, fix: str) -> Any:
     with reported_as(key, fix):
         return instantiate_node(node)
@@ -179,17 +145,6 @@ def _targets(group: DictConfig | None) -> list[tuple[str, DictConfig]]:
         for name, node in (group or {}).items()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
-
-
-def choice(group: str, node: Any) -> str:
-    """The group's choice as typed (``loss=cross_entropy_smoothed``), else its target's name."""
-    from hydra.core.hydra_config import HydraConfig
-
-    found = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
-    if found:
-        return str(found)
-    target = node.get("_target_", "") if isinstance(node, DictConfig) else ""
-    return str(target).rsplit(".", 1)[-1] or "?"
 
 
 # --- built by the pre-run check, used by the run -------------------------------------------

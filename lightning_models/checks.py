@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import logging
 import math
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("checks")
 
 
 class LabError(ValueError):
@@ -119,9 +122,10 @@ def check_config(cfg: DictConfig) -> None:
     wd = cfg.optimizer.get("weight_decay")
     if wd is not None and not (is_number(wd) and wd >= 0):
         raise LabError(f"optimizer.weight_decay={wd!r} is not allowed; use 0 or a positive number")
+    from lightning_models.checkpoints import LAST  # which imports this module
+
     ckpt = cfg.get("ckpt_path")
-    # `last` names a run's last.ckpt (lightning_models/checkpoints.py finds it).
-    if ckpt is not None and str(ckpt) != "last" and not Path(str(ckpt)).expanduser().is_file():
+    if ckpt is not None and str(ckpt) != LAST and not Path(str(ckpt)).expanduser().is_file():
         raise LabError(
             f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (a run's checkpoints/)"
         )
@@ -201,11 +205,14 @@ def check_devices(trainer: DictConfig) -> None:
 
 
 def check_run_parts(
-    cfg: DictConfig, model: Any, has_validation: bool, callbacks: dict[str, Any]
+    cfg: DictConfig, model: Any, datamodule: Any, callbacks: dict[str, Any]
 ) -> None:
     """Combinations of the built parts that would fail, or mislead, only once the run has
     started: weight averaging twice, SWA cut short by early stopping, early stopping on a
-    validation metric without a validation set, gradient clipping of a net updated by hand."""
+    validation metric without a validation set; gradient clipping or mixed batches (``data.mix``,
+    trained on class probabilities) for a net updated by hand, or mixed batches with a loss that
+    takes class indices only (nll, multi_margin). Flip test-time augmentation on data whose
+    mirror is another class (digits) is warned about."""
     from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
     from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 
@@ -225,7 +232,7 @@ def check_run_parts(
             f"~callbacks.{stopping[0][0]}"
         )
     for name, callback in stopping:
-        if str(callback.monitor).startswith("val/") and not has_validation:
+        if str(callback.monitor).startswith("val/") and not datamodule.has_validation:
             raise LabError(
                 f"callbacks.{name} stops on {callback.monitor}, but this run has no validation "
                 f"set (data.val_size=0); give data.val_size a number of images, or leave it out: "
@@ -245,13 +252,47 @@ def check_run_parts(
                 f"(trainer.max_epochs={epochs}): nothing would be averaged; give an epoch up to "
                 f"{epochs}, or a fraction such as 0.8"
             )
-    clip = cfg.trainer.get("gradient_clip_val")
-    if clip and not getattr(model, "automatic_optimization", True):
-        raise LabError(
-            f"trainer.gradient_clip_val={clip} cannot be used with {type(model.net).__name__}: "
-            "it updates its weights by hand (manual_update), with no gradients for Lightning to "
-            "clip; leave trainer.gradient_clip_val at null"
+    mix = getattr(getattr(datamodule, "augmentation", None), "mix", None)
+    by_hand = not getattr(model, "automatic_optimization", True)
+    for key, value, why in (
+        ("trainer.gradient_clip_val", cfg.trainer.get("gradient_clip_val"), "no gradients to clip"),
+        ("data.mix", mix, "no way to learn from class probabilities"),
+    ):
+        if value and by_hand:
+            raise LabError(
+                f"{key}={value} cannot be used with model={choice('model', cfg.model.net)}: it "
+                f"updates its weights by hand (manual_update) from class indices, with {why}; "
+                f"use another model, or leave {key} at null"
+            )
+    if mix is not None:
+        classes = int(model.hparams.get("num_classes", 10))
+        soft = torch.full((2, classes), 1 / classes)
+        loss = choice("loss", cfg.loss)
+        try:
+            copy.deepcopy(model.criterion)(torch.zeros(2, classes), soft)
+        except Exception as err:  # noqa: BLE001 - any refusal of soft targets, named
+            raise LabError(
+                f"data.mix={mix} trains on class probabilities, which loss={loss} "
+                f"({type(model.criterion).__name__}) cannot take; use loss=cross_entropy or "
+                "cross_entropy_smoothed, or data.mix=null"
+            ) from err
+    if getattr(model, "tta_flip", False) and not getattr(datamodule, "mirror_keeps_label", True):
+        log.warning(
+            "model.tta_flip=true averages the predictions on each image and on its mirror, but "
+            "a mirrored %s image is no image of its class; expect lower accuracy",
+            getattr(datamodule, "name", "such"),
         )
+
+
+def choice(group: str, node: Any) -> str:
+    """The group's choice as typed (``loss=cross_entropy_smoothed``), else its target's name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    found = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    if found:
+        return str(found)
+    target = node.get("_target_", "") if isinstance(node, DictConfig) else ""
+    return str(target).rsplit(".", 1)[-1] or "?"
 
 
 def check_sweep(config: DictConfig) -> None:

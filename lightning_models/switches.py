@@ -139,18 +139,25 @@ class SWA(StochasticWeightAveraging):
         self.epoch_start = swa_epoch_start
         self.dirpath = Path(dirpath)
         self.averaged_checkpoint: Path | None = None
+        self.planned_epochs: int = -1
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before Lightning adds its BatchNorm-update epoch to the fit loop: the epochs asked for.
+        self.planned_epochs = trainer.max_epochs
+        super().on_fit_start(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         # Lightning puts the average into the model only when the fit reaches its last epoch
         # (the current epoch has been counted up by now; one more with BatchNorm).
-        finished = self._max_epochs == -1 or trainer.current_epoch > self.swa_end
+        last = self.planned_epochs - 1  # 0-based
+        finished = self.planned_epochs == -1 or trainer.current_epoch > last
         if not (finished and self.n_averaged is not None and int(self.n_averaged) > 0):
             log.warning(
                 "SWA: the fit stopped after %d of its %d epochs, before the average replaces the "
                 "weights: no %s is written, and the best checkpoint is tested",
                 trainer.current_epoch,
-                self._max_epochs,
+                self.planned_epochs,
                 SWA_FILE,
             )
             return

@@ -277,8 +277,8 @@ def test_tta_flip_predicts_from_the_mean_of_each_image_and_its_mirror():
          r"data.mix=cutmix trains on class probabilities, which loss=multi_margin "
          r"\(MultiMarginLoss\) cannot take"),
         (["model=softmax_regression_manual", "augment=mixup_cutmix"],
-         "data.mix=mixup_cutmix trains on class probabilities, but "
-         "model=softmax_regression_manual updates itself by hand from class indices"),
+         "data.mix=mixup_cutmix cannot be used with model=softmax_regression_manual: it updates "
+         r"its weights by hand \(manual_update\) from class indices"),
         (["data.policy=autoaugment_mnist"],
          "data.policy='autoaugment_mnist' is not allowed; use null or one of randaugment, "
          "trivialaugment, autoaugment, autoaugment_cifar10, autoaugment_svhn"),
@@ -298,7 +298,7 @@ def test_what_cannot_work_is_one_sentence_before_anything_is_written(
 
 @pytest.mark.parametrize(("data", "warns"), [("mnist", True), ("fashion", False)])
 def test_tta_flip_on_digits_warns(train_cfg, caplog, data, warns):
-    with caplog.at_level(logging.WARNING, logger="build"):
+    with caplog.at_level(logging.WARNING, logger="checks"):
         build_run(train_cfg(f"data={data}", "augment=tta_flip"))
     warned = "a mirrored MNIST image is no image of its class" in caplog.text
     assert warned == warns

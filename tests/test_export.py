@@ -148,7 +148,7 @@ def test_a_file_that_is_not_a_checkpoint(ckpt, capsys, tmp_path, on_data):
 @pytest.mark.slow
 def test_the_command_line(ckpt, data_dir, tmp_path):
     out = tmp_path / "model.pt"
-    done = run_tool("lightning_models.tools.export", str(ckpt), "--torchscript", str(out),
+    done = run_tool("lightning_models.export", str(ckpt), "--torchscript", str(out),
                     "--check-images", "50", data_dir=data_dir, log_dir=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torchscript check on 50 test images of the run: same class for 50/50" in done.stdout

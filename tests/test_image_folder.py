@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -346,22 +347,18 @@ def test_without_the_fast_path_nothing_is_cached(tmp_path):
 
 def test_a_folder_over_the_budget_keeps_the_loaders(pool, caplog):
     # 60 images at 1024x1024x3 would take 180 MB: none is decoded, the loaders read them.
-    with caplog.at_level("INFO", logger="datamodules.image_folder"):
+    with caplog.at_level("INFO", logger="datamodules.in_memory"):
         dm = set_up(pool, image_size=1024, max_memory_mb=100)
     assert not dm.use_fast and dm.fast is None and dm.memory_source is None
     assert isinstance(dm.train_dataloader(), DataLoader)
-    lines = [r.getMessage() for r in caplog.records if r.name == "datamodules.image_folder"]
-    assert lines == [
-        f"data.fast=auto: the 60 images of {pool} at 1024x1024x3 need 180.0 MB, more than "
-        "data.max_memory_mb=100; using torchvision's DataLoader (raise data.max_memory_mb to hold "
-        "them in memory)"
-    ]
-    assert ImageFolderDataModule(str(pool), image_size=1024, max_memory_mb=180)._fits(60)
-    sentence = (
-        rf"data.fast=true cannot be used: the 60 images of {pool} at 1024x1024x3 need 180.0 MB, "
-        r"more than data.max_memory_mb=100; raise data.max_memory_mb if the host and training "
-        r"device have the memory, or use data.fast=auto or false"
+    why = (
+        f"the 60 images of {pool} at 1024x1024x3 need 180.0 MB, more than data.max_memory_mb=100 "
+        "(raise it if the host and training device have the memory)"
     )
+    lines = [r.getMessage() for r in caplog.records if r.name == "datamodules.in_memory"]
+    assert f"data.fast=auto: {why}; using torchvision's DataLoader" in lines
+    assert ImageFolderDataModule(str(pool), image_size=1024, max_memory_mb=180)._too_big(60) is None
+    sentence = re.escape(f"data.fast=true cannot be used: {why}; use data.fast=auto or false")
     with pytest.raises(LabError, match=sentence):
         set_up(pool, image_size=1024, max_memory_mb=100, fast=True)
 

@@ -85,7 +85,7 @@ def test_quick_suite_of_report_000_runs_writes_its_table_and_figures_and_resumes
 ):
     runs = tmp_path / "runs"
     command = [
-        sys.executable, "-m", "lightning_models.tools.reproduce", "--quick", "--report", "000",
+        sys.executable, "-m", "lightning_models.reproduce", "--quick", "--report", "000",
         "--data-dir", str(data_dir), "--runs", str(runs), "--", "data.verify_checksums=false",
     ]  # fmt: skip
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)

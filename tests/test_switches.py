@@ -83,7 +83,7 @@ BAD = [
      "callbacks.early_stopping stops on val/acc, but this run has no validation set"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not allowed"),
     (["model=softmax_regression_manual", "trainer.gradient_clip_val=1.0"],
-     "trainer.gradient_clip_val=1.0 cannot be used with SoftmaxRegression"),
+     "trainer.gradient_clip_val=1.0 cannot be used with model=softmax_regression_manual"),
     (["trainer.gradient_clip_algorithm=sideways", "trainer.gradient_clip_val=1.0"],
      "trainer cannot be used: "),
     (["trainer.precision=sideways"], "trainer cannot be used: Precision 'sideways' is invalid"),

@@ -25,7 +25,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_models.checks import is_number
+from lightning_models.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -358,20 +358,9 @@ def _raw(value: float | None) -> str:
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write via a temp file in the same dir + rename, so a reader never sees half a table."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if isinstance(text, bytes):
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the table is for everyone who reads the logs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the whole file at once: a reader never sees half a table."""
+    with atomic_file(path, "wb" if isinstance(text, bytes) else "w") as f:
+        f.write(text)
 
 
 def write_summary(
