@@ -21,7 +21,9 @@ from lightning_models.nets import ThreeLayerConvNet
 from lightning_models.tools.reproduce import (
     REPORTS,
     ROOT,
+    Measured,
     Settings,
+    gap,
     load_reports,
     multirun_command,
     multirun_folder,
@@ -70,6 +72,29 @@ def test_every_multirun_command_is_valid_hydra_override_syntax(tmp_path):
                 parsed = parser.parse_overrides(command[3:])
                 (where,) = [o for o in parsed if o.key_or_group == "hydra.sweep.dir"]
                 assert where.value() == str(folder), (sweep.id, rows[0].id)
+
+
+def test_a_gap_to_the_report_is_measured_against_the_seeds_spread():
+    row = next(
+        row
+        for sweep in load_reports(ROOT / "reproduction" / "reports", ["000"])[0].sweeps
+        for row in sweep.rows
+        if row.setting == "weight decay 1e-1"  # reported 63.94, printed 63.35
+    )
+    seeds = Measured([64.0, 64.2, 63.9], [{}] * 3)  # within 0.5 of one figure: nothing to say
+    assert gap(row, seeds) is None
+    seeds = Measured([65.69, 64.16, 64.77], [{}] * 3)
+    text, explained = gap(row, seeds)
+    assert explained and text == (
+        "0.93 points over the report (63.94), 1.2 std of the seeds: within their spread; 1.52 "
+        "points over its printed log (63.35), 2.0 std of the seeds: within their spread (its 3 "
+        "seeds here span 64.16-65.69, std 0.77)."
+    )
+    text, explained = gap(row, Measured([66.0, 66.1, 66.2], [{}] * 3))
+    assert not explained and "beyond their spread" in text
+    one = ("2.06 points over the report; one seed here.", False)
+    assert gap(row, Measured([66.0], [{}])) == one
+    assert gap(row, Measured([66.0], [{"quick": True}])) is None  # a shortened run says nothing
 
 
 def _select(cfg, key: str):

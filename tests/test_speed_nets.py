@@ -1,4 +1,4 @@
-"""The speed-record net (issue 17): parameter counts worked out from its layer list, shapes that
+"""The speed-record net: parameter counts worked out from its layer list, shapes that
 follow the data, a forward/backward pass, its refusals, and the record configs that build it."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""A small all-strided CNN for time-to-accuracy runs on a CPU (issue 17's speed records).
+"""A small all-strided CNN for time-to-accuracy runs on a CPU (the lab's speed records).
 
 LeNet-5's cost on a CPU is not its FLOPs (0.8 MFLOP forward per 28x28 image) but its full-size
 activations: a 6-channel 28x28 map is convolved, normalised, activated and max-pooled at full

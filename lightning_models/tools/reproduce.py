@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -56,6 +57,8 @@ QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit
 SUITE = ("existing_run=continue", "trainer.enable_progress_bar=false")
 CIFAR_JPEG_LABEL = "CIFAR-10 (JPEG q75)"
 CURVES = ("train/loss", "val/loss", "test_curve/loss")
+AGREES = 0.5  # points: a measured mean this close to the report's figure agrees with it
+SPREAD = 2.0  # a report's single run this many seed stds from the mean is within the spread
 
 
 class ReproduceError(Exception):
@@ -76,6 +79,7 @@ class Row:
     setting: str
     note: str = ""
     images: bool = False  # keep seed 0's grids of correct and misclassified test images
+    printed: float | None = None  # what the report's own log printed, where it differs
 
     @property
     def id(self) -> str:
@@ -180,6 +184,7 @@ def load_reports(folder: Path, numbers: Sequence[str]) -> list[Report]:
                         setting=r.get("setting", ", ".join(map(str, values)) or sweep.title),
                         note=r.get("note", ""),
                         images=bool(r.get("images", False)),
+                        printed=r.get("printed"),
                     )
                 )
             report.sweeps.append(sweep)
@@ -601,6 +606,40 @@ def row_line(row: Row, m: Measured, results: Path) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def gap(row: Row, m: Measured) -> tuple[str, bool] | None:
+    """What the measured mean's distance from the reported figure says, where it is over
+    :data:`AGREES` points from it, and whether the seeds' spread explains it (the report's figure
+    is one run). A figure the report's own log printed differently is measured against both
+    (agreeing with either is agreement)."""
+    if (
+        not isinstance(row.reported, int | float)
+        or not m.n
+        or any(r.get("quick") for r in m.results)
+    ):
+        return None
+    figures = [(row.reported, "the report")]
+    if row.printed is not None:
+        figures.append((row.printed, "its printed log"))
+    if any(abs(m.mean - figure) <= AGREES for figure, _ in figures):
+        return None
+    if m.n == 1:
+        off = m.mean - row.reported
+        side = "over" if off > 0 else "under"
+        return f"{abs(off):.2f} points {side} the report; one seed here.", False
+    parts, explained = [], False
+    for figure, source in figures:
+        off = m.mean - figure
+        z = abs(off) / m.std if m.std > 0 else math.inf
+        explained = explained or z <= SPREAD
+        within = "within" if z <= SPREAD else "beyond"
+        parts.append(
+            f"{abs(off):.2f} points {'over' if off > 0 else 'under'} {source} ({figure:g}), "
+            f"{z:.1f} std of the seeds: {within} their spread"
+        )
+    spread = f"its {m.n} seeds here span {min(m.accs):.2f}-{max(m.accs):.2f}, std {m.std:.2f}"
+    return f"{'; '.join(parts)} ({spread}).", explained
+
+
 def ordering(sweep: Sweep, results: Path) -> str | None:
     """Whether the value the report found best is best here too."""
     pairs = [
@@ -702,6 +741,7 @@ def write_document(
     figures.mkdir(parents=True, exist_ok=True)
     total_s, jobs, rows_done, rows_all = 0.0, 0, 0, 0
     body: list[str] = []
+    beyond: list[str] = []  # rows whose gap the seeds' spread does not explain
     for report in reports:
         body += ["", f"## Report {report.number}: {report.title}", ""]
         if report.intro:
@@ -723,6 +763,7 @@ def write_document(
                 "| wall time per run | command |",
                 "|---|---:|---|---:|---:|---:|---|",
             ]
+            notes = []
             for row in sweep.rows:
                 m = measured(row, results)
                 rows_all += 1
@@ -730,7 +771,12 @@ def write_document(
                 jobs += m.n
                 total_s += sum(r.get("wall_s") or 0 for r in m.results)
                 body.append(row_line(row, m, results))
-            notes = [f"- {row.setting}: {row.note.strip()}" for row in sweep.rows if row.note]
+                off = gap(row, m)
+                said = " ".join(t for t in (row.note.strip(), off and off[0]) if t)
+                if said:
+                    notes.append(f"- {row.setting}: {said}")
+                if off and not off[1] and m.n > 1:
+                    beyond.append(f"{report.number} {sweep.id}: {row.setting}")
             if notes:
                 body += ["", *notes]
             order = ordering(sweep, results) if sweep.available else None
@@ -776,6 +822,11 @@ def write_document(
         "over seeds 0, 1, …; n is the number of seeds. s/epoch is the median training epoch's "
         "wall time; wall time is a whole run's fit and test.",
         f"- CIFAR-10 rows: {cifar}.",
+        f"- Gaps: under each table, every row more than {AGREES} points from the report says how "
+        f"many of its seeds' standard deviations that is; within {SPREAD:g} std, the report's "
+        "single run is within the spread measured here. Beyond it, with more than one seed: "
+        + (", ".join(beyond) if beyond else "none")
+        + ".",
     ]
     if quick:
         head.append(
