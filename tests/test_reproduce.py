@@ -22,11 +22,13 @@ from lightning_models.tools.reproduce import (
     REPORTS,
     ROOT,
     Measured,
+    ReproduceError,
     Settings,
     gap,
     load_reports,
     multirun_command,
     multirun_folder,
+    only_sweeps,
 )
 from tests.helpers import compose_train
 
@@ -95,6 +97,15 @@ def test_a_gap_to_the_report_is_measured_against_the_seeds_spread():
     one = ("2.06 points over the report; one seed here.", False)
     assert gap(row, Measured([66.0], [{}])) == one
     assert gap(row, Measured([66.0], [{"quick": True}])) is None  # a shortened run says nothing
+
+
+def test_sweep_picks_sweeps_by_id_and_refuses_unknown_ones():
+    reports = load_reports(ROOT / "reproduction" / "reports", ["001", "004"])
+    (picked,) = only_sweeps(reports, ["lenet5_any_batch1"])
+    assert picked.number == "001" and [s.id for s in picked.sweeps] == ["lenet5_any_batch1"]
+    sentence = "--sweep sgd_grid: no such sweep in report.s. 001 004; use one of adam_nll, lenet5_"
+    with pytest.raises(ReproduceError, match=sentence):
+        only_sweeps(load_reports(ROOT / "reproduction" / "reports", ["001", "004"]), ["sgd_grid"])
 
 
 def _select(cfg, key: str):

@@ -853,6 +853,20 @@ def _device() -> str:
 # ---------------------------------------------------------------- command line
 
 
+def only_sweeps(reports: list[Report], ids: Sequence[str]) -> list[Report]:
+    """The reports with only the sweeps named (``--sweep``); an unknown id is a ReproduceError."""
+    known = {sweep.id for report in reports for sweep in report.sweeps}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ReproduceError(
+            f"--sweep {' '.join(unknown)}: no such sweep in report(s) "
+            f"{' '.join(r.number for r in reports)}; use one of {', '.join(sorted(known))}"
+        )
+    for report in reports:
+        report.sweeps = [sweep for sweep in report.sweeps if sweep.id in ids]
+    return [report for report in reports if report.sweeps]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lightning_models.tools.reproduce",
@@ -864,6 +878,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(REPORTS),
         metavar="NNN",
         help=f"reports to run (default: all of {' '.join(REPORTS)})",
+    )
+    parser.add_argument(
+        "--sweep",
+        nargs="+",
+        default=None,
+        metavar="ID",
+        help="only these sweeps of the chosen reports (their ids in reproduction/reports/)",
     )
     parser.add_argument(
         "--seeds",
@@ -942,6 +963,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reports = load_reports(ROOT / "reproduction" / "reports", args.report)
         all_reports = load_reports(ROOT / "reproduction" / "reports", REPORTS)
+        if args.sweep:
+            reports = only_sweeps(reports, args.sweep)
         cifar_dir = None
         if args.cifar10_jpeg is not None and not args.write_only:
             cifar_dir = prepare_cifar(args.cifar10_jpeg.resolve(), runs)
