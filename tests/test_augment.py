@@ -63,9 +63,14 @@ def test_every_preset_sets_what_it_says_alone_and_in_a_list():
     assert compose_train(["experiment=fashion_speedrun", "augment=none"]).data.augment is False
 
 
+# The one experiment that opts in: garments keep their label mirrored (digits would not).
+OPTED_IN = {"fashion_record": {"model.tta_flip": True}}
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiments_compose_as_before_with_everything_new_off(name):
-    assert selected(compose_train([f"experiment={name}"]), OFF) == OFF
+    expected = {**OFF, **OPTED_IN.get(name, {})}
+    assert selected(compose_train([f"experiment={name}"]), OFF) == expected
 
 
 # --- what the augmentations do to batches --------------------------------------------------

@@ -75,9 +75,3 @@ def test_record_configs_compose_without_validation(experiment):
     assert cfg.data.val_size == 0 and cfg.data.fast is True
     net = build(cfg.model.net)
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-
-
-def test_only_the_fashion_record_predicts_from_mirrors_too():
-    # Garments keep their label mirrored; digits do not.
-    assert compose_train(["experiment=fashion_record"]).model.tta_flip is True
-    assert compose_train(["experiment=mnist_record"]).model.tta_flip is False
