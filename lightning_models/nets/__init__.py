@@ -2,6 +2,7 @@
 
 from lightning_models.nets._shapes import InputShapeError
 from lightning_models.nets.cifar_cnn import CifarCNN
+from lightning_models.nets.conv_groups import ConvGroupsNet
 from lightning_models.nets.cs231n import ThreeLayerConvNet, TwoLayerFC
 from lightning_models.nets.fcn import FCN
 from lightning_models.nets.lenet5 import LeNet5, LeNet5Modified, LeNet5ReLU
@@ -14,6 +15,7 @@ from lightning_models.nets.strided_convnet import StridedConvNet
 __all__ = [
     "FCN",
     "CifarCNN",
+    "ConvGroupsNet",
     "InputShapeError",
     "LeNet5",
     "LeNet5Any",
