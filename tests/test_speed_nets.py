@@ -5,9 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_models import LabError
+from lightning_models import ImageClassifier, LabError
 from lightning_models.build import instantiate_node as build
-from lightning_models import ImageClassifier
 from lightning_models.nets import ConvGroupsNet, StridedConvNet
 from tests.helpers import compose_train
 
@@ -72,7 +71,11 @@ def test_model_config_builds_the_net():
 
 @pytest.mark.parametrize(
     ("experiment", "shape"),
-    [("mnist_record", (1, 28, 28)), ("fashion_record", (1, 28, 28)), ("cifar10_record", (3, 32, 32))],
+    [
+        ("mnist_record", (1, 28, 28)),
+        ("fashion_record", (1, 28, 28)),
+        ("cifar10_record", (3, 32, 32)),
+    ],
 )
 def test_record_configs_compose_without_validation(experiment, shape):
     cfg = compose_train([f"experiment={experiment}"])
@@ -84,7 +87,7 @@ def test_record_configs_compose_without_validation(experiment, shape):
 def conv_groups_params(widths: list[int], c_in: int = 3, classes: int = 10) -> int:
     """Stem conv + BN, per group two convs + two BNs, a bias-free Linear layer."""
     total = conv_bn(c_in, widths[0], 3)
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
         total += conv_bn(a, b, 3) + conv_bn(b, b, 3)
     return total + widths[-1] * classes
 
@@ -121,7 +124,7 @@ def test_channels_last_gives_the_same_outputs_and_state_dict():
     )
     conv = last.net.features[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    for a, b in zip(plain.state_dict().values(), last.state_dict().values()):
+    for a, b in zip(plain.state_dict().values(), last.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     x = torch.randn(4, 3, 32, 32)
     plain.eval(), last.eval()

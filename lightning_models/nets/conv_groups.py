@@ -71,7 +71,7 @@ class ConvGroupsNet(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.GELU(),
         ]
-        layers += [ConvGroup(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        layers += [ConvGroup(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(widths[-1], num_classes, bias=False)
