@@ -75,8 +75,9 @@ def described(group: str, node: Any, chosen: str | None = None) -> dict[str, Any
 
 def log_hparams(loggers: list[Any], cfg: DictConfig) -> None:
     """hparams.yaml beside the event files, before any epoch."""
+    hparams = hparams_of(cfg)
     for logger in loggers:
-        logger.log_hyperparams(hparams_of(cfg))
+        logger.log_hyperparams(tracking.hparams_to_log(logger, hparams))
 
 
 def floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -11,7 +11,8 @@ differs from it in these cases only, each decided here:
   continues in the folder of the run that wrote it (checkpoints, TensorBoard, metrics.json: one
   run stays one folder; this invocation's folder keeps only its .hydra and log), and the
   TensorBoard and CSV loggers drop what the stopped process logged after the checkpoint
-  (``purge_step``), so no step appears twice.
+  (``purge_step``), so no step appears twice; an MLflow logger logs on into the run's MLflow run
+  (lightning_models/tracking.py).
 - **no validation set** (``data.val_size=0``, as in the reports): no validation loop and no
   sanity check; the best checkpoint is the latest (``callbacks.model_checkpoint.monitor=null``).
 - **progress bar off** (``trainer.enable_progress_bar=false``): no progress bar callback (it is a
@@ -33,6 +34,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightning_models import tracking
 from lightning_models.checkpoints import (
     checkpoint_to_resume,
     lr_note,
@@ -106,10 +108,11 @@ def _continue_in_its_run(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
         log.warning("%s", note)
     run_dir = run_dir_of(ckpt)
     if run_dir is not None:
-        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.output_dir = str(run_dir.absolute())
     for logger in (cfg.get("logger") or {}).values():
         if builds(logger, TensorBoardLogger | CSVLogger):
             logger.purge_step = int(checkpoint.get("global_step", 0))
+    tracking.continue_mlflow_runs((cfg.get("logger") or {}).values(), cfg.paths.output_dir)
     log.info(
         "Resuming from %s (epoch %s, step %s); the run continues in %s",
         ckpt,

@@ -21,11 +21,15 @@ Neither package is imported unless such a logger is configured: the lab runs wit
 :func:`lightning_models.checks.check_logger_packages` turns a missing one into one sentence before
 anything is built.
 
-Resume: each process logs into a tracking run of its own. A resumed run (``ckpt_path=last``, a
-requeued job) is a new MLflow run (with the same ``run_dir`` tag) or a new W&B run, its steps
-continuing from the checkpoint's; what the stopped process logged after that checkpoint stays in
-the earlier one, as neither store can take points back (TensorBoard and CSV drop them:
-``purge_step``, lightning_models/run_config.py).
+Resume: a resumed run (``ckpt_path=last``, a requeued job) logs on into the MLflow run that its
+folder logged into before (found by its ``run_dir`` tag, :func:`continue_mlflow_runs`), its steps
+continuing from the checkpoint's, so one run folder stays one MLflow run. MLflow keeps a param's
+first value: a resumed run with a changed override keeps the values the run started with, and
+says so (:func:`hparams_to_log`). What the stopped process logged after its last checkpoint stays
+in the MLflow run's history beside the values logged again for those steps, as MLflow cannot take
+points back (TensorBoard and CSV drop them: ``purge_step``, lightning_models/run_config.py). W&B
+runs are offline by default, and an offline W&B run cannot be resumed: a resumed run is a new W&B
+run, its steps continuing from the checkpoint's.
 """
 
 from __future__ import annotations
@@ -105,6 +109,52 @@ def end_wandb_run(failed: bool) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def continue_mlflow_runs(logger_nodes: Iterable[Any], run_dir: str) -> None:
+    """Point each MLflow logger config of a resumed run at the newest MLflow run tagged with its
+    folder (module docstring), unless it names a ``run_id`` itself. Where the store cannot be read
+    the resumed run is a new MLflow run, as it would be without this, and the log says why."""
+    for node in logger_nodes:
+        if not builds(node, MLFlowLogger) or node.get("run_id"):
+            continue
+        if importlib.util.find_spec("mlflow") is None:  # checks.py stops the run with a sentence
+            continue
+        try:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(str(node.tracking_uri))
+            experiment = client.get_experiment_by_name(str(node.experiment_name))
+            runs = [] if experiment is None else client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.run_dir = '{run_dir}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )  # fmt: skip
+        except Exception as err:  # noqa: BLE001 (see the docstring)
+            log.warning("resume: a new MLflow run, the store could not be searched: %s", err)
+            continue
+        if runs:
+            node.run_id = runs[0].info.run_id
+            log.info("resume: logging on into MLflow run %s", node.run_id)
+
+
+def hparams_to_log(logger: Any, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters ``logger`` can take: all of them, except for an MLflow run that has
+    params already (a resumed run), which takes only new ones, since MLflow refuses to change a
+    param's value; a changed value is kept as it was, with a warning naming it."""
+    if not isinstance(logger, MLFlowLogger):
+        return hparams
+    logged = logger.experiment.get_run(logger.run_id).data.params
+    changed = sorted(k for k, v in hparams.items() if k in logged and logged[k] != str(v))
+    if changed:
+        log.warning(
+            "MLflow run %s keeps the values it started with for %s (MLflow cannot change a "
+            "param); the resumed run's own values are in its .hydra/config.yaml",
+            logger.run_id,
+            ", ".join(changed),
+        )
+    return {k: v for k, v in hparams.items() if k not in logged}
 
 
 def prepare_mlflow_stores(config: DictConfig) -> None:

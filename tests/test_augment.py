@@ -63,8 +63,8 @@ def test_every_preset_sets_what_it_says_alone_and_in_a_list():
     assert compose_train(["experiment=fashion_speedrun", "augment=none"]).data.augment is False
 
 
-# The one experiment that opts in: garments keep their label mirrored (digits would not).
-OPTED_IN = {"fashion_record": {"model.tta_flip": True}}
+# The records opt in: garments and CIFAR-10's objects keep their label mirrored (digits would not).
+OPTED_IN = {"fashion_record": {"model.tta_flip": True}, "cifar10_record": {"model.tta_flip": True}}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

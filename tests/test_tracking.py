@@ -208,16 +208,29 @@ def test_mlflow_run_holds_the_metrics_params_and_test_images_tensorboard_got(
 
 @needs_mlflow
 @pytest.mark.slow
-def test_a_resumed_run_is_a_second_mlflow_run_of_the_same_folder(train_cfg, tmp_path, offline):
+def test_a_resumed_run_logs_on_into_the_mlflow_run_of_its_folder(
+    train_cfg, tmp_path, offline, caplog
+):
     logs = tmp_path / "logs"
     settings = [f"paths.log_dir={logs}", "logger=[tensorboard,mlflow]", "trainer.max_epochs=2"]
     train(train_cfg(*settings, "trainer.max_epochs=1"))
-    train(train_cfg(*settings, f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
-    first, resumed = mlflow_runs(logs, tmp_path)
-    assert first.info.status == resumed.info.status == "FINISHED"
-    before, after = (mlflow_history(logs, r, "val/acc") for r in (first, resumed))
-    assert before and after and max(before) < min(after)  # its steps continue the first's
-    assert {**before, **after} == pytest.approx(dict(scalars(tmp_path)["val/acc"]))
+    (first,) = mlflow_runs(logs, tmp_path)
+    one_epoch = mlflow_history(logs, first, "val/acc")
+    # resumed with a changed override: MLflow keeps the param the run started with, and says so
+    resumed = train_cfg(
+        *settings, "optimizer.lr=0.002", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"
+    )
+    with caplog.at_level("WARNING"):
+        train(resumed)
+    (run,) = mlflow_runs(logs, tmp_path)
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    both = mlflow_history(logs, run, "val/acc")
+    assert len(one_epoch) == 1 and len(both) == 2 and min(both) in one_epoch
+    assert both == pytest.approx(dict(scalars(tmp_path)["val/acc"]))
+    assert run.data.params["optimizer/lr"] == str(first.data.params["optimizer/lr"])
+    messages = [r.getMessage() for r in caplog.records]
+    kept = [m for m in messages if "keeps the values it started" in m]
+    assert len(kept) == 1 and "optimizer/lr" in kept[0]
 
 
 @needs_mlflow
