@@ -219,8 +219,9 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: images per batch, for every stage.
         val_size: images carved out of the training set for validation (a count, or a fraction
             between 0 and 1 of it), by a split seeded with ``split_seed`` (fixed across training
-            seeds, so all runs validate on the same images). 0 means no validation loop, as in
-            the reports.
+            seeds, so all runs validate on the same images); ``split_seed=None`` keeps the files'
+            own order instead: the last ``val_size`` images validate (CS231n's 49k / 1k split of
+            CIFAR-10, report 003). 0 means no validation loop, as in the reports.
         num_workers: DataLoader worker processes.
         mean, std: per-channel normalisation after ``ToTensor`` (mean 0, std 1 leaves it as is).
         in_channels, image_size, num_classes: the shape the models are built for.
@@ -250,7 +251,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
-        split_seed: int = 0,
+        split_seed: int | None = 0,
         in_channels: int = 1,
         image_size: int = 28,
         num_classes: int = 10,
@@ -270,6 +271,8 @@ class ImageDataModule(L.LightningDataModule):
         if not is_fraction(val_size):
             check_int("data.val_size", val_size, minimum=0, or_fraction=True)
         check_int("data.num_workers", num_workers, minimum=0)
+        if split_seed is not None:
+            check_int("data.split_seed", split_seed, minimum=0)
         if self.dataset_classes is not None and num_classes != self.dataset_classes:
             raise LabError(
                 f"data.num_classes={num_classes} is wrong: {self.name} has "
@@ -406,7 +409,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def seeded_order(self, n: int) -> torch.Tensor:
         """A permutation of ``n`` images that only ``split_seed`` changes (not the run's seed):
-        every split is cut from it."""
+        every split is cut from it. ``split_seed=None``: the files' own order."""
+        if self.split_seed is None:
+            return torch.arange(n)
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:

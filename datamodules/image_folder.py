@@ -471,6 +471,11 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{len(classes)} class folders; drop the override, the config counts them"
             )
         _check_test_size(test_size)
+        if kwargs.get("split_seed", 0) is None:  # a listing is sorted by class: no order to keep
+            raise LabError(
+                "data.split_seed=null is for files in an order of their own (CIFAR-10's "
+                "batches); an image folder is listed class by class, so give a seed such as 0"
+            )
         super().__init__(
             str(root),
             batch_size,

@@ -34,6 +34,30 @@ def test_split_is_seeded_and_independent_of_the_global_seed(data_dir):
     assert val_indices(0, global_seed=1) != val_indices(1, global_seed=1)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_split_seed_null_validates_on_the_last_images_of_the_files(data_dir, fast):
+    # CS231n's 49k / 1k CIFAR-10 split (report 003), on the 200 generated training images
+    from datamodules import CIFAR10DataModule
+
+    dm = CIFAR10DataModule(
+        str(data_dir),
+        batch_size=64,
+        val_size=50,
+        split_seed=None,
+        fast=fast,
+        verify_checksums=False,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_rows.tolist() == list(range(150))
+    assert dm.val_rows.tolist() == list(range(150, 200))
+    images = [dm.data_train.dataset[i][0] for i in (149, 150)]  # the two sides of the cut
+    torch.testing.assert_close(dm.data_train[149][0], images[0])
+    torch.testing.assert_close(dm.data_val[0][0], images[1])
+    with pytest.raises(LabError, match="data.split_seed=-1 is not allowed"):
+        MNISTDataModule(str(data_dir), val_size=100, split_seed=-1)
+
+
 def test_val_size_zero_means_no_validation(data_dir):
     dm = MNISTDataModule(str(data_dir), val_size=0)
     dm.setup()

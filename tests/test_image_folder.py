@@ -561,3 +561,8 @@ def test_test_size_leaving_no_training_images(pool):
 def test_val_size_larger_than_what_is_left(pool):
     with pytest.raises(LabError, match=r"data.val_size=48 is not smaller than the ImageFolder"):
         set_up(pool, val_size=48)
+
+
+def test_split_seed_null_is_refused_for_a_folder(pool):
+    with pytest.raises(LabError, match=r"data.split_seed=null is for files in an order"):
+        ImageFolderDataModule(str(pool), split_seed=None)
