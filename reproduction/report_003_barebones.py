@@ -43,6 +43,19 @@ def zero_weight(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.zeros(shape, requires_grad=True)
 
 
+def initial_params() -> list[torch.Tensor]:
+    """The notebook's Question 2: channel_1 = 32, channel_2 = 16, weights by ``random_weight``,
+    biases by ``zero_weight``, in the order ``three_layer_convnet`` unpacks them."""
+    return [
+        random_weight((32, 3, 5, 5)),
+        zero_weight((32,)),
+        random_weight((16, 32, 3, 3)),
+        zero_weight((16,)),
+        random_weight((16 * 32 * 32, 10)),
+        zero_weight((10,)),
+    ]
+
+
 def three_layer_convnet(x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     conv_w1, conv_b1, conv_w2, conv_b2, fc_w, fc_b = params
     x = F.relu(F.conv2d(x, conv_w1, conv_b1, padding=2))
@@ -84,14 +97,7 @@ def main(argv: list[str] | None = None) -> float:
     train_loader = DataLoader(cifar, 64, sampler=SubsetRandomSampler(range(args.train)))
     val_rows = range(args.train, args.train + args.val)
     val_loader = DataLoader(cifar, 64, sampler=SubsetRandomSampler(val_rows))
-    params = [
-        random_weight((32, 3, 5, 5)),
-        zero_weight((32,)),
-        random_weight((16, 32, 3, 3)),
-        zero_weight((16,)),
-        random_weight((16 * 32 * 32, 10)),
-        zero_weight((10,)),
-    ]
+    params = initial_params()
     for t, (x, y) in enumerate(train_loader):
         loss = F.cross_entropy(three_layer_convnet(x, params), y)
         loss.backward()

@@ -47,14 +47,7 @@ def test_bad_input_is_one_sentence(data_dir, tmp_path):
 def test_its_function_is_the_labs_net_and_its_init_kaiming_over_fan_in():
     script = load_script()
     torch.manual_seed(0)
-    params = [
-        script.random_weight((32, 3, 5, 5)),
-        script.zero_weight((32,)),
-        script.random_weight((16, 32, 3, 3)),
-        script.zero_weight((16,)),
-        script.random_weight((16 * 32 * 32, 10)),
-        script.zero_weight((10,)),
-    ]
+    params = script.initial_params()
     net = ThreeLayerConvNet(3, 32, 10, zero_bias=True)
     with torch.no_grad():
         for module, (w, b) in zip((net.conv1, net.conv2), (params[0:2], params[2:4]), strict=True):
