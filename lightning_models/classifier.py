@@ -17,11 +17,12 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
+from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lightning_models.checks import DivergedError, LabError, check_bool
+from lightning_models.checks import DivergedError, LabError, check_bool, check_int
 
 STAGES = ("train", "val", "test")
 
@@ -52,6 +53,9 @@ class ImageClassifier(L.LightningModule):
             steps instead of every step (no host sync per step); ``None``: on accelerators only.
         tta_flip: flip test-time augmentation: validation and test predict from the mean of the
             net's outputs on each image and on its horizontal mirror (``model.tta_flip``).
+        tta_shift: shift test-time augmentation (airbench's): validation and test also average
+            over each image (and mirror) translated by this many pixels down-right and up-left,
+            edges reflected (``model.tta_shift``; 0: off); 6 views with ``tta_flip``.
         compile: ``torch.compile`` the net when a Trainer runs the model (:meth:`configure_model`).
         channels_last: keep the net's weights and its input batches in channels-last memory
             order (``model.channels_last``), which the CPU's and GPU's convolution kernels run
@@ -66,7 +70,10 @@ class ImageClassifier(L.LightningModule):
     Two optional hooks on ``net``: ``regularization(batch_size)`` returns a penalty added to the
     training loss (logged as ``train/l2``); ``manual_update = True`` with
     ``manual_step(x, y, lr) -> (loss, scores)`` makes the net do its own forward, gradient and
-    update, Lightning's manual optimisation driving it.
+    update, Lightning's manual optimisation driving it. A third, ``fit_to_batch(x, mean)``, sets
+    weights from data (the whitening stem of ``conv_groups``): it gets the first training batch
+    of every fit (a resumed net has nothing left to fit) and, under DDP, ``mean``, which averages
+    a tensor over the processes (None in one process).
     """
 
     def __init__(
@@ -79,11 +86,13 @@ class ImageClassifier(L.LightningModule):
         init: Callable[[nn.Module], Any] | None = None,
         defer_finite_check: bool | None = None,
         tta_flip: bool = False,
+        tta_shift: int = 0,
         compile: bool = False,
         channels_last: bool = False,
     ):
         super().__init__()
         check_bool("model.tta_flip", tta_flip)
+        check_int("model.tta_shift", tta_shift, minimum=0)
         check_bool("model.compile", compile)
         check_bool("model.channels_last", channels_last)
         self.channels_last = channels_last
@@ -93,6 +102,7 @@ class ImageClassifier(L.LightningModule):
         # diverges, on purpose: it turns the stop at a non-finite loss off.
         self.stop_on_divergence = True
         self.tta_flip = tta_flip
+        self.tta_shift = int(tta_shift)
         # Only plain values go into the checkpoint's hparams: the network and loss live in the
         # state dict, and pickled partials would stop torch.load(weights_only=True) reading it.
         self.save_hyperparameters(
@@ -123,6 +133,8 @@ class ImageClassifier(L.LightningModule):
                 self.metrics[f"{s}_{name}"] = MeanMetric(nan_strategy="disable")
         self._sums = {s: _EpochSums() for s in STAGES}
         self._regularized = hasattr(net, "regularization")
+        self._fits_to_data = hasattr(net, "fit_to_batch")
+        self._fit_pending = False  # set for each fit: its first training batch goes to the net
         self.val_acc_best = MaxMetric()
         self.test_confusion = MulticlassConfusionMatrix(
             num_classes=num_classes, validate_args=False
@@ -173,17 +185,26 @@ class ImageClassifier(L.LightningModule):
 
     def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, y = batch
-        x = self._layout(x)
-        out = self.net(x)
-        if self.tta_flip:
-            # The mean of the outputs (logits or log-probabilities: whatever the loss takes)
-            out = (out + self.net(self._layout(x.flip(-1)))) / 2
+        out = self._predict(x)
         preds = out.argmax(dim=1)
         self._sums[stage].add(self.criterion(out, y), preds, y)
         if stage == "test":
             self.test_confusion(preds, y)
         # Callbacks (test figures) read the predictions instead of running the net again.
         return {"preds": preds}
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The net's outputs, or with test-time augmentation their mean over the views (logits
+        or log-probabilities: whatever the loss takes)."""
+        views = [x, x.flip(-1)] if self.tta_flip else [x]
+        if self.tta_shift:
+            s = self.tta_shift
+            padded = [F.pad(v, (s, s, s, s), mode="reflect") for v in views]
+            h, w = x.shape[-2:]
+            views += [p[..., :h, :w] for p in padded]  # content moved down and right
+            views += [p[..., 2 * s :, 2 * s :] for p in padded]  # up and left
+        outs = [self.net(self._layout(v)) for v in views]
+        return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -298,6 +319,16 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # The sanity check ran validation on an untrained net: that must not count as the best.
         self.val_acc_best.reset()
+        self._fit_pending = self._fits_to_data
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if not self._fit_pending:
+            return
+        self._fit_pending = False
+        mean = None
+        if self.trainer.world_size > 1:  # every process fits to the global batch
+            mean = partial(self.trainer.strategy.reduce, reduce_op="mean")
+        self.net.fit_to_batch(self._layout(batch[0]), mean)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

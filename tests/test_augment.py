@@ -22,7 +22,10 @@ from train import train
 
 PRESETS = sorted(p.stem for p in (CONF / "augment").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-OFF = {"data.policy": None, "data.erase": 0.0, "data.mix": None, "model.tta_flip": False}
+OFF = {
+    "data.policy": None, "data.erase": 0.0, "data.mix": None,
+    "model.tta_flip": False, "model.tta_shift": 0,
+}  # fmt: skip
 # What each preset sets (the rest is the data config's and the model's own).
 SETS = {
     "none": {**OFF, "data.augment": False},
@@ -35,6 +38,7 @@ SETS = {
     "cutmix": {"data.mix": "cutmix"},
     "mixup_cutmix": {"data.mix": "mixup_cutmix"},
     "tta_flip": {"model.tta_flip": True},
+    "tta_shift": {"model.tta_shift": 1},
 }
 DATA = {
     "cifar10": partial(CIFAR10DataModule, download=False),
@@ -64,7 +68,10 @@ def test_every_preset_sets_what_it_says_alone_and_in_a_list():
 
 
 # The records opt in: garments and CIFAR-10's objects keep their label mirrored (digits would not).
-OPTED_IN = {"fashion_record": {"model.tta_flip": True}, "cifar10_record": {"model.tta_flip": True}}
+OPTED_IN = {
+    "fashion_record": {"model.tta_flip": True},
+    "cifar10_record": {"model.tta_flip": True, "model.tta_shift": 1},
+}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -269,6 +276,24 @@ def test_tta_flip_predicts_from_the_mean_of_each_image_and_its_mirror():
     torch.testing.assert_close(flipped._sums["test"].loss / 40, F.cross_entropy(mean, y))
 
 
+def test_tta_shift_adds_each_view_moved_by_reflected_pixels():
+    x, y = torch.randn(40, 1, 2, 6), torch.randint(0, 3, (40,))
+    module = tiny_classifier(tta_flip=True, tta_shift=1)
+    net = module.net
+
+    def moved(v, dy, dx):  # content moved by (dy, dx), edges reflected
+        padded = F.pad(v, (1, 1, 1, 1), mode="reflect")
+        return padded[..., 1 - dy : 1 - dy + 2, 1 - dx : 1 - dx + 6]
+
+    views = [x, x.flip(-1)]
+    views += [moved(v, 1, 1) for v in views[:2]] + [moved(v, -1, -1) for v in views[:2]]
+    mean = torch.stack([net(v) for v in views]).mean(0)
+    torch.testing.assert_close(module._predict(x), mean)
+    assert torch.equal(moved(x, 1, 1)[..., 1:, 1:], x[..., :-1, :-1])  # down-right by one
+    preds = module._eval_step((x, y), "test")["preds"]
+    assert torch.equal(preds, mean.argmax(1))
+
+
 # --- refused before the run ------------------------------------------------------------------
 
 
@@ -291,6 +316,7 @@ def test_tta_flip_predicts_from_the_mean_of_each_image_and_its_mirror():
         (["data.mix=blend"], "data.mix='blend' is not allowed; use null or one of mixup, cutmix"),
         (["augment=mixup", "data.mix_alpha=0"], "data.mix_alpha=0 is not allowed"),
         (["model.tta_flip=maybe"], "model.tta_flip='maybe' is not allowed; use true or false"),
+        (["model.tta_shift=-1"], "model.tta_shift=-1 is not allowed; use a whole number of at "),
     ],
 )  # fmt: skip
 def test_what_cannot_work_is_one_sentence_before_anything_is_written(
@@ -330,10 +356,10 @@ def test_every_preset_trains_for_real_on_both_paths(train_cfg, caplog, preset, f
     plain.setup("fit")
     x0, y0 = next(iter(plain.train_dataloader()))
     (x, y), (val_x, val_y) = SEEN_BATCHES[key]["train"], SEEN_BATCHES[key]["val"]
-    # Validation is never augmented (nor is it mirrored for tta_flip: the model does that).
+    # Validation is never augmented (nor mirrored or shifted for TTA: the model does that).
     plain_x, plain_y = next(iter(plain.val_dataloader()))
     assert torch.equal(val_x, plain_x) and torch.equal(val_y, plain_y)
-    augments = preset not in ("none", "tta_flip")
+    augments = preset not in ("none", "tta_flip", "tta_shift")
     assert torch.equal(x, x0) != augments
     if preset in MIXES:
         assert y.shape == (32, 10)

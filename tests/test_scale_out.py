@@ -101,6 +101,35 @@ def test_ddp_cpu_run_matches_one_process_with_the_global_batch(data_dir, tmp_pat
 
 
 @pytest.mark.slow
+def test_ddp_cpu_whitening_stem_is_fitted_to_the_global_batch(data_dir, tmp_path, train_cfg):
+    """conv_groups' whitening stem, which no gradient trains, is fitted to the first batch: under
+    DDP each process averages its patch covariance with the other's, so both get the filters
+    of one process with the global batch (the same images: see the test above)."""
+    record = [
+        "experiment=cifar10_record",
+        "model.net.widths=[24,8,8]",
+        "scheduler=none",
+        "trainer.precision=32-true",
+        "~callbacks.test_figures",
+    ]
+    log_dir = tmp_path / "logs"
+    args = [*record, *SMALL, "trainer=ddp_cpu", "trainer.limit_train_batches=1"]
+    result = run_train(*args, data_dir=data_dir, log_dir=log_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (log_dir / "train" / "runs").iterdir()
+    single_dir = tmp_path / "single"
+    single = [*record, "data.batch_size=64", "trainer.limit_train_batches=1"]
+    train(train_cfg(*single, f"paths.output_dir={single_dir}"))
+
+    def stem(folder: Path) -> torch.Tensor:
+        state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        assert bool(state["net.features.0.fitted"])
+        return state["net.features.0.weight"]
+
+    torch.testing.assert_close(stem(run), stem(single_dir), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_joblib_runs_the_jobs_in_parallel_into_their_own_folders(data_dir, tmp_path):
     result = run_train(
         "-m",

@@ -9,6 +9,7 @@ from lightning_models import ImageClassifier, LabError
 from lightning_models.build import instantiate_node as build
 from lightning_models.nets import ConvGroupsNet, StridedConvNet
 from tests.helpers import compose_train
+from train import train
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -131,3 +132,100 @@ def test_channels_last_gives_the_same_outputs_and_state_dict():
     torch.testing.assert_close(plain(x), last(x), atol=1e-5, rtol=1e-4)
     # a checkpoint of either loads into the other
     plain.load_state_dict(last.state_dict())
+
+
+def test_whitening_stem_decorrelates_the_patches_it_was_fitted_to():
+    net = ConvGroupsNet(3, 32, 10, widths=[24, 16, 16], stem="whiten2x2")
+    stem = net.features[0]
+    assert not stem.weight.requires_grad and stem.bias.requires_grad  # only its bias trains
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 32, 32) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+    x[:, 1] += x[:, 0]  # correlated channels
+    x = x + x.roll(1, dims=-1)  # and correlated neighbours
+    net.fit_to_batch(x)
+    assert bool(stem.fitted)
+    filters = stem.weight[:12]
+    torch.testing.assert_close(stem.weight[12:], -filters)
+    # On the patches it saw, the first 12 outputs have unit variance and are uncorrelated
+    # (up to the eps added to each eigenvalue).
+    out = F.conv2d(x, filters).permute(0, 2, 3, 1).reshape(-1, 12)
+    torch.testing.assert_close(out.T @ out / len(out), torch.eye(12), atol=5e-3, rtol=0)
+    assert net(x).shape == (32, 10) and (31 // 2 // 2) == 7
+    # fitted once: a second batch (or a resumed run) leaves it as it is
+    before = stem.weight.clone()
+    net.fit_to_batch(torch.randn(8, 3, 32, 32))
+    torch.testing.assert_close(stem.weight, before)
+    # a mean over processes (DDP) is applied to the covariance: a scaled one scales the filters
+    twice = ConvGroupsNet(3, 32, 10, widths=[24, 16, 16], stem="whiten2x2")
+    twice.fit_to_batch(x, mean=lambda covariance: covariance * 4)
+    torch.testing.assert_close(twice.features[0].weight, before / 2, rtol=1e-3, atol=1e-3)
+    plain = ConvGroupsNet(3, 32, 10, widths=[8, 16])
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    plain.fit_to_batch(x)  # nothing to fit
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"stem": "whiten3x3"}, "model.net.stem='whiten3x3' is not a stem"),
+        ({"stem": "whiten2x2", "widths": [32, 64]}, "make the first width 24"),
+        ({"stem": "whiten2x2", "widths": [24] + [8] * 5}, "too many for 32x32 images"),
+    ],
+)
+def test_whitening_stem_refuses_bad_settings_in_a_sentence(kwargs, words):
+    with pytest.raises(LabError, match=words):
+        ConvGroupsNet(3, 32, 10, **kwargs)
+
+
+@pytest.mark.slow
+def test_whitening_stem_is_fitted_by_the_first_batch_and_kept_on_resume(train_cfg, tmp_path):
+    settings = [
+        "experiment=cifar10_record",
+        "model.net.stem=whiten2x2",
+        "model.net.widths=[24,8,8]",
+        "data.val_size=0",
+        "scheduler=none",  # a one-cycle schedule could not run on past its first run's length
+        "~callbacks.test_figures",
+    ]
+    train(train_cfg(*settings))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=True)["state_dict"]
+    stem = first["net.features.0.weight"]
+    assert bool(first["net.features.0.fitted"])
+    # the fitted filters: 12 orthogonal rows (eigenvectors over square roots of eigenvalues)
+    rows = stem[:12].reshape(12, -1).double()
+    gram = rows @ rows.T
+    assert (gram - torch.diag(gram.diagonal())).abs().max() < 1e-4 * gram.diagonal().max()
+    # resumed for a second epoch: trained on, the stem's filters exactly as they were
+    train(train_cfg(*settings, "trainer.max_epochs=2", f"ckpt_path={last}"))
+    second = torch.load(last, weights_only=True)["state_dict"]
+    torch.testing.assert_close(second["net.features.0.weight"], stem, rtol=0, atol=0)
+    assert not torch.equal(second["net.features.2.0.weight"], first["net.features.2.0.weight"])
+
+
+def test_step_time_benchmark_prints_one_row_per_variant_and_precision(capsys):
+    from benchmarks import step_time
+
+    variants = [
+        "3x3:model.net.stem=conv3x3 model.net.widths=[8,16]",
+        "whiten:model.net.widths=[24,8]",
+    ]
+    argv = ["--experiment", "cifar10_record", "--batch-size", "8", "--steps", "2", "--rounds", "1"]
+    argv += ["--precision", "32-true,bf16-mixed", *(a for v in variants for a in ("--variant", v))]
+    assert step_time.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+        ("3x3", "32-true", "8"), ("3x3", "bf16-mixed", "8"),
+        ("whiten", "32-true", "8"), ("whiten", "bf16-mixed", "8"),
+    ]  # fmt: skip
+    assert float(rows[0][5]) == 1.0 and all(float(r[3]) > 0 for r in rows)
+
+
+def test_step_time_benchmark_refuses_a_bad_override_in_a_sentence(capsys):
+    from benchmarks import step_time
+
+    argv = ["--experiment", "cifar10_record", "--variant", "bad:model.net.stem=whiten3x3"]
+    assert step_time.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.net.stem='whiten3x3' is not a stem" in err and "Traceback" not in err
