@@ -22,6 +22,7 @@ submitit preempts stop only between batches.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -116,6 +117,13 @@ class StepCheckpoint(ModelCheckpoint):
     ``val/*`` and its chance to become the best checkpoint. Skipped there, ``last.ckpt`` stays
     the earlier one, and the resumed run repeats up to N-1 batches and the validation.
     """
+
+    @functools.cached_property
+    def state_key(self) -> str:
+        # Lightning reads every callback's state_key for each of its six hook calls a training
+        # step; ModelCheckpoint's builds it anew from its settings each time (about 2 us), which
+        # are fixed once it is constructed. The key is the same string, so checkpoints match.
+        return super().state_key
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:  # fmt: skip

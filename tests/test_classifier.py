@@ -95,3 +95,42 @@ def test_epoch_loss_and_accuracy_are_means_over_images(train_cfg, tmp_path):
     assert images == 200 and sizes == {32, 8}
     assert metrics["test/acc"] == pytest.approx(correct / images)
     assert metrics["test/loss"] == pytest.approx(loss_sum / images, rel=1e-5)
+
+
+def test_plain_attributes_skip_module_checks_but_keep_their_meaning():
+    """ImageClassifier.__setattr__'s fast path for plain values stores what nn.Module would."""
+    from lightning_models.classifier import ImageClassifier
+
+    model = ImageClassifier(net=torch.nn.Linear(4, 3), optimizer=torch.optim.SGD, num_classes=3)
+    model._current_fx_name = "training_step"  # what Lightning sets around every hook call
+    assert model._current_fx_name == "training_step" and "_current_fx_name" in model.__dict__
+    model.tta_shift = 2
+    assert model.tta_shift == 2
+    # the LightningModule property keeps its setter
+    model.automatic_optimization = False
+    assert model.automatic_optimization is False and "automatic_optimization" not in model.__dict__
+    # None for a registered parameter, buffer or submodule still goes through nn.Module
+    model.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
+    model.scale = None
+    assert "scale" in model._parameters and model._parameters["scale"] is None
+    model.register_buffer("count", torch.zeros(()))
+    model.count = None
+    assert model._buffers["count"] is None
+    model.head = torch.nn.Linear(3, 3)
+    assert "head" in model._modules and "head" not in model.__dict__
+    model.head = None
+    assert model._modules["head"] is None
+    with pytest.raises(TypeError, match="as child module"):
+        model.net = 3
+
+
+def test_step_checkpoint_state_key_is_lightnings():
+    """Cached, the key is the string ModelCheckpoint builds, so saved callback states match."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_models.checkpoints import StepCheckpoint
+
+    step = StepCheckpoint(dirpath="unused", filename="last", every_n_train_steps=200)
+    built = ModelCheckpoint.state_key.fget(step)
+    assert built.startswith("StepCheckpoint{") and "'every_n_train_steps': 200" in built
+    assert step.state_key == built and step.state_key is step.state_key
