@@ -80,6 +80,42 @@ def test_fast_batches_are_the_torchvision_batches(data_dir, name):
     assert k + 1 == len(loader) == len(DataLoader(dm.data_train, batch_size=32))
 
 
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "mean", "std"),
+    [(1, 1, [0.5], [0.25]), (1, 3, [0.1307], [0.3081]), (3, 3, [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]),
+     (3, 3, [0.5], [0.5]), (1, 3, [0.1, 0.2, 0.3], [1.0, 2.0, 3.0])],
+)  # fmt: skip
+def test_batches_from_the_set_normalised_once_are_the_per_batch_ones(
+    monkeypatch, channels, out_channels, mean, std
+):
+    import gc
+
+    import datamodules.in_memory as in_memory
+
+    gc.collect()
+    sets_before = len(in_memory._NORMALISED)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, channels, 6, 6), dtype=torch.uint8, generator=g)
+    data = InMemoryImages(images, torch.arange(50) % 10)
+    rows = torch.randperm(50, generator=g)[:16]
+    make, other = BatchMaker(mean, std, out_channels), BatchMaker(mean, std, out_channels)
+    x, y = make(data, rows)
+    monkeypatch.setattr(in_memory, "PRENORMALISE_MAX_BYTES", 0)  # normalise each batch
+    x_ref, y_ref = make(data, rows)
+    assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and x.is_contiguous()
+    assert x.shape == (16, out_channels, 6, 6) and x.dtype == torch.float32
+    # one normalised copy per set, shared, and gone with the images; none where the channels
+    # are replicated before a per-channel Normalize
+    shared = in_memory._NORMALISED.get(images, {})
+    assert len(shared) == (0 if len(mean) > channels else 1)
+    monkeypatch.undo()
+    other(data, rows)
+    assert in_memory._NORMALISED.get(images, {}) == shared
+    del data, images, shared
+    gc.collect()
+    assert len(in_memory._NORMALISED) == sets_before
+
+
 def test_grey_conversion_is_pils():
     rgb = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
     rgb[0, 0, :4] = [[255, 255, 255], [0, 0, 0], [1, 2, 3], [128, 64, 32]]
