@@ -15,7 +15,8 @@ from a slice of an index tensor, with no PIL, no worker process and no host sync
 
 Where nothing augments a batch (evaluation, training with ``data.augment=false``), the
 normalisation is done once for the whole set instead (up to ``PRENORMALISE_MAX_BYTES`` of float32
-per set, shared by the stages that use it) and each batch is gathered from that: the same values.
+per set, shared by the stages that use it; a validation split of fewer than half the rows of its
+file only uses a copy that training made) and each batch is gathered from that: the same values.
 
 The results are those of the torchvision path, bit for bit on the CPU: the same split (the
 datamodule's seeded split indices), the same ``ToTensor`` + ``Normalize`` arithmetic, grey images
@@ -199,14 +200,17 @@ class BatchMaker:
         shifts: torch.Tensor | None = None,
         flips: torch.Tensor | None = None,
         seed: int | None = None,
+        normalise_set: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` for ``rows`` (int64, on the data's device); ``shifts`` (``(B, 2)``: crop
         top and left in ``0..2*max_shift``) and ``flips`` (``(B,)`` bool) augment; ``seed``
         seeds torch's CPU generator for ``per_image`` and ``per_batch`` (and it is put back as
-        it was after), so that the batch depends on it alone; None draws from it as it is."""
+        it was after), so that the batch depends on it alone; None draws from it as it is.
+        Unaugmented rows come from the set normalised once, made here unless ``normalise_set``
+        is False (then only a copy another loader made is used)."""
         y = data.labels.index_select(0, rows)
         if shifts is None and flips is None and not self.draws_per_batch:
-            whole = self._normalised_set(data.images)
+            whole = self._normalised_set(data.images, make=normalise_set)
             if whole is not None:
                 return self._as_out_channels(whole.index_select(0, rows)), y
         x = data.images.index_select(0, rows)
@@ -238,9 +242,10 @@ class BatchMaker:
             return x
         return x.expand(-1, self.out_channels, -1, -1).contiguous()
 
-    def _normalised_set(self, images: torch.Tensor) -> torch.Tensor | None:
+    def _normalised_set(self, images: torch.Tensor, make: bool = True) -> torch.Tensor | None:
         """All of ``images`` normalised (their own channels), made once and shared by every
-        BatchMaker with the same mean and std; None for a set above PRENORMALISE_MAX_BYTES."""
+        BatchMaker with the same mean and std; None for a set above PRENORMALISE_MAX_BYTES, or
+        not made yet when ``make`` is False."""
         channels = images.shape[1]
         mean, std = self.mean_values, self.std_values
         if len(mean) != channels:  # one grey value given for images replicated later, or 3
@@ -249,8 +254,11 @@ class BatchMaker:
             mean, std = mean * channels, std * channels
         if images.numel() * 4 > PRENORMALISE_MAX_BYTES:
             return None
-        made = _NORMALISED.setdefault(images, {})
+        made = _NORMALISED.get(images, {})
         if (mean, std) not in made:
+            if not make:
+                return None
+            _NORMALISED[images] = made
             x = images.to(torch.float32).div_(255)
             m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
             sd = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
@@ -352,6 +360,9 @@ class OrderedBatches(_Batches):
         shuffle: bool = True,
     ):
         super().__init__(data, batch_size, make, rank, world_size, shuffle)
+        # A validation split of a few rows reads those rows each epoch: normalising the whole
+        # training file for them would hold 4 bytes a pixel of it for little gain.
+        self.normalise_set = rows is None or 2 * len(rows) >= len(data)
         if rows is None:
             rows = torch.arange(len(data))
         self.rows = rows[rank::world_size].to(data.images.device)
@@ -361,7 +372,8 @@ class OrderedBatches(_Batches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self.rows), self.batch_size):
-            yield self.make(self.data, self.rows[start : start + self.batch_size])
+            rows = self.rows[start : start + self.batch_size]
+            yield self.make(self.data, rows, normalise_set=self.normalise_set)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -116,6 +116,23 @@ def test_batches_from_the_set_normalised_once_are_the_per_batch_ones(
     assert len(in_memory._NORMALISED) == sets_before
 
 
+def test_a_small_validation_split_does_not_normalise_the_whole_training_file():
+    import datamodules.in_memory as in_memory
+
+    images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
+    data, make = (
+        InMemoryImages(images, torch.zeros(40, dtype=torch.int64)),
+        BatchMaker([0.5], [0.5], 1),
+    )
+    few = list(OrderedBatches(data, 8, make, rows=torch.arange(30, 40)))
+    assert images not in in_memory._NORMALISED
+    everything = list(OrderedBatches(data, 8, make))  # a test set: all of its rows
+    assert images in in_memory._NORMALISED
+    again = list(OrderedBatches(data, 8, make, rows=torch.arange(30, 40)))  # now uses the copy
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(few, again, strict=True))
+    assert torch.equal(torch.cat([x for x, _ in everything])[30:], torch.cat([x for x, _ in few]))
+
+
 def test_grey_conversion_is_pils():
     rgb = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
     rgb[0, 0, :4] = [[255, 255, 255], [0, 0, 0], [1, 2, 3], [128, 64, 32]]
