@@ -233,9 +233,11 @@ class BatchMaker:
         """``uint8`` images as the model takes them: channels replicated, ToTensor, Normalize."""
         if x.shape[1] != self.out_channels:
             x = x.expand(-1, self.out_channels, -1, -1)
-        x = x.to(torch.float32).div_(255)  # ToTensor
+        return self._to_tensor_and_normalize(x)
+
+    def _to_tensor_and_normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self._mean_std(x.device)
-        return x.sub_(mean).div_(std)  # Normalize
+        return x.to(torch.float32).div_(255).sub_(mean).div_(std)
 
     def _as_out_channels(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == self.out_channels:
@@ -246,29 +248,25 @@ class BatchMaker:
         """All of ``images`` normalised (their own channels), made once and shared by every
         BatchMaker with the same mean and std; None for a set above PRENORMALISE_MAX_BYTES, or
         not made yet when ``make`` is False."""
-        channels = images.shape[1]
-        mean, std = self.mean_values, self.std_values
-        if len(mean) != channels:  # one grey value given for images replicated later, or 3
-            if len(mean) != 1:
-                return None
-            mean, std = mean * channels, std * channels
+        # one value broadcasts over any channels; one per channel needs the source's channels
+        # (grey images replicated to 3 before a per-channel Normalize normalise each batch)
+        if len(self.mean_values) not in (1, images.shape[1]):
+            return None
         if images.numel() * 4 > PRENORMALISE_MAX_BYTES:
             return None
+        key = (self.mean_values, self.std_values)
         made = _NORMALISED.get(images, {})
-        if (mean, std) not in made:
+        if key not in made:
             if not make:
                 return None
             _NORMALISED[images] = made
-            x = images.to(torch.float32).div_(255)
-            m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-            sd = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-            made[(mean, std)] = x.sub_(m).div_(sd)
+            made[key] = self._to_tensor_and_normalize(images)
             log.info(
                 "data.fast: %d images normalised once for every unaugmented batch (%.1f MB)",
                 len(images),
-                x.nbytes / 2**20,
+                made[key].nbytes / 2**20,
             )
-        return made[(mean, std)]
+        return made[key]
 
 
 def each_image(transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
