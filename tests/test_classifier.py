@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from lightning_models.build import instantiate_node as build
-from tests.helpers import scalar_tags
+from tests.helpers import compose_train, scalar_tags
 from train import train
 
 
@@ -49,6 +49,29 @@ def test_hand_written_softmax_regression_trains_through_train_py(train_cfg, tmp_
     assert state["global_step"] == 3 * 16  # one step per batch: 500 train images / 32
     assert not state["state_dict"]["net.W"].requires_grad
     assert "lr-SGD" in scalar_tags(tmp_path)
+
+
+def test_report_001_recipe_updates_per_image_as_batch_size_1_would(train_cfg, tmp_path):
+    """experiment=mnist_softmax_manual takes 1,000 images a step, one update each: the weights
+    after 200 images equal those of 200 steps of one image, bit for bit."""
+    states = {}
+    for batch_size, per_image, batches in ((1, False, 200), (50, True, 4)):
+        out = tmp_path / f"batch_{batch_size}"
+        cfg = train_cfg(
+            "experiment=mnist_softmax_manual",
+            f"paths.output_dir={out}",
+            f"data.batch_size={batch_size}",
+            f"model.net.update_per_image={per_image}",
+            f"trainer.limit_train_batches={batches}",
+            "optimizer.lr=0.05",
+        )
+        train(cfg)
+        states[batch_size] = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (states[1]["global_step"], states[50]["global_step"]) == (200, 4)
+    for name in ("net.W", "net.b"):
+        assert torch.equal(states[1]["state_dict"][name], states[50]["state_dict"][name]), name
+    recipe = compose_train(["experiment=mnist_softmax_manual"])
+    assert (recipe.data.batch_size, recipe.model.net.update_per_image) == (1000, True)
 
 
 def test_schedulers_drive_the_hand_written_update(train_cfg, tmp_path):

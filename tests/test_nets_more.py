@@ -296,6 +296,50 @@ def test_manual_steps_lower_the_loss_on_a_separable_batch():
     assert scores.shape == (8, 2) and loss.shape == ()
 
 
+def test_update_per_image_makes_the_updates_of_batches_of_one_bit_for_bit():
+    torch.manual_seed(0)
+    per_image = SoftmaxRegression(1, 28, 10, update_per_image=True)
+    start = {name: value.clone() for name, value in per_image.state_dict().items()}
+    batch_of_one = SoftmaxRegression(1, 28, 10)
+    batch_of_one.load_state_dict(start)
+    x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    losses, scores = [], []
+    for i in range(300):
+        loss, out = batch_of_one.manual_step(x[i : i + 1], y[i : i + 1], lr=0.05)
+        losses.append(loss)
+        scores.append(out)
+    batch_mean = SoftmaxRegression(1, 28, 10)
+    batch_mean.load_state_dict(start)
+    for k in range(0, 300, 100):  # three batches of 100
+        loss, out = per_image.manual_step(x[k : k + 100], y[k : k + 100], lr=0.05)
+        assert loss == torch.stack(losses[k : k + 100]).mean()
+        assert torch.equal(out, torch.cat(scores[k : k + 100]))
+        batch_mean.manual_step(x[k : k + 100], y[k : k + 100], lr=0.05)
+    assert torch.equal(per_image.W, batch_of_one.W) and torch.equal(per_image.b, batch_of_one.b)
+    # one update on each batch's mean loss is a different recipe
+    assert (batch_mean.W - per_image.W).abs().max() > 1e-3
+
+
+def test_one_image_update_is_the_batch_formula_for_one_image():
+    """The per-image code (a third of the operations) against the batch code and autograd."""
+    torch.manual_seed(0)
+    net = SoftmaxRegression(3, 4, 5, init_std=0.5).double()
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    y = torch.tensor([3])
+    loss, dW, db, scores = net.loss_and_gradients(x, y)
+    W = net.W.detach().clone().requires_grad_(True)
+    ref_loss = F.cross_entropy(x.flatten(1) @ W + net.b, y)
+    ref_loss.backward()
+    expected_W, expected_b = net.W - 0.1 * dW, net.b - 0.1 * db
+    step_loss, step_scores = net.manual_step(x, y, lr=0.1)  # a batch of one: the per-image code
+    torch.testing.assert_close(step_loss, loss, rtol=0, atol=1e-12)
+    torch.testing.assert_close(step_loss, ref_loss.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(step_scores, scores, rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.W, expected_W, rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.b, expected_b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dW, W.grad, rtol=0, atol=1e-12)
+
+
 # --- the model configs build these nets, sizes from the data config ---------------------------
 
 

@@ -5,6 +5,12 @@ the scores is (p − onehot)/N, so dW = xᵀ·dscores and db = Σ dscores; the u
 b −= lr·db (report 001, section 2.1, steps 2–5). The softmax subtracts each row's maximum score
 before exponentiating: the report's 28 May fix for the NaN that overflowing e^a produced.
 The report names no initialisation and no regulariser; W starts small (std 0.01), b at zero.
+
+The report updates after every single image. ``update_per_image`` does that inside one batch:
+the images are taken one at a time in the batch's order, each with the very code a batch of one
+runs, so a run over batches of 1,000 makes the same updates, bit for bit, as ``batch_size=1``
+(the shuffled order of the lab's loaders does not depend on the batch size) while Lightning's
+per-step work is paid once per 1,000 images instead of once per image.
 """
 
 from __future__ import annotations
@@ -17,13 +23,23 @@ class SoftmaxRegression(nn.Module):
     """A linear classifier whose parameters never require grad; 7,850 values on 1x28x28.
 
     ``manual_update = True`` tells the classifier to call :meth:`manual_step` instead of running
-    an optimizer.
+    an optimizer. ``update_per_image``: one update per image of the batch, in order (the report's
+    recipe), instead of one on the batch's mean loss; a scheduler stepping per optimizer step
+    then steps once per batch, not per image.
     """
 
     manual_update = True
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, init_std: float = 0.01):
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        init_std: float = 0.01,
+        update_per_image: bool = False,
+    ):
         super().__init__()
+        self.update_per_image = update_per_image
         in_features = in_channels * image_size * image_size
         self.W = nn.Parameter(init_std * torch.randn(in_features, num_classes), requires_grad=False)
         self.b = nn.Parameter(torch.zeros(num_classes), requires_grad=False)
@@ -44,13 +60,18 @@ class SoftmaxRegression(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean cross-entropy of a batch and its gradients: ``(loss, dW, db, scores)``."""
-        x = x.flatten(1)
+        return self._loss_and_gradients(x.flatten(1), y)
+
+    def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor):
         n = x.shape[0]
         scores = x @ self.W + self.b
-        probs = self.softmax(scores)
-        # log p_y from the shifted scores (log of a rounded-to-zero p would be -inf)
+        # softmax() written out, so that its shifted scores and sum of exponentials also give
+        # log p_y (the log of a p rounded to zero would be -inf); the same operations, same values
         shifted = scores - scores.max(dim=1, keepdim=True).values
-        log_p_y = shifted.gather(1, y[:, None]) - shifted.exp().sum(dim=1, keepdim=True).log()
+        exp = shifted.exp()
+        total = exp.sum(dim=1, keepdim=True)
+        probs = exp / total
+        log_p_y = shifted.gather(1, y[:, None]) - total.log()
         loss = -log_p_y.mean()
         onehot = torch.zeros_like(probs).scatter_(1, y[:, None], 1.0)
         dscores = (probs - onehot) / n
@@ -58,12 +79,38 @@ class SoftmaxRegression(nn.Module):
         db = dscores.sum(dim=0)
         return loss, dW, db, scores
 
+    def _update(self, x: torch.Tensor, y: torch.Tensor, lr: float):
+        loss, dW, db, scores = self._loss_and_gradients(x, y)
+        self.W.sub_(lr * dW)
+        self.b.sub_(lr * db)
+        return loss, scores
+
+    def _update_one(self, x: torch.Tensor, y: int, lr: float):
+        """The same steps for one image (a vector x and its label), in a third of the tensor
+        operations: scores b + Wᵀx, p = softmax, loss −log p_y, W −= lr·x(p − onehot)ᵀ."""
+        scores = torch.addmv(self.b, self.W.t(), x)
+        shifted = scores - scores.max()
+        exp = shifted.exp()
+        total = exp.sum()
+        loss = total.log() - shifted[y]
+        dscores = exp.div_(total)
+        dscores[y] -= 1.0
+        self.W.addr_(x, dscores, alpha=-lr)
+        self.b.add_(dscores, alpha=-lr)
+        return loss, scores
+
     @torch.no_grad()
     def manual_step(
         self, x: torch.Tensor, y: torch.Tensor, lr: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One gradient-descent step on a batch, in place; returns the batch's loss and scores."""
-        loss, dW, db, scores = self.loss_and_gradients(x, y)
-        self.W.sub_(lr * dW)
-        self.b.sub_(lr * db)
-        return loss, scores
+        """One gradient-descent step on a batch (or one per image with ``update_per_image``), in
+        place; returns the batch's mean loss and its scores, each image's taken before its own
+        update. A batch of one image takes the per-image code, so both ways agree bit for bit."""
+        x = x.flatten(1)
+        if not self.update_per_image and x.shape[0] > 1:
+            return self._update(x, y, lr)
+        steps = [
+            self._update_one(image, label, lr) for image, label in zip(x, y.tolist(), strict=True)
+        ]
+        losses, scores = zip(*steps, strict=True)
+        return torch.stack(losses).mean(), torch.stack(scores)
