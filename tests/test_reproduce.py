@@ -94,6 +94,8 @@ def test_a_gap_to_the_report_is_measured_against_the_seeds_spread():
     )
     text, explained = gap(row, Measured([66.0, 66.1, 66.2], [{}] * 3))
     assert not explained and "beyond their spread" in text
+    text, explained = gap(row, Measured([66.0, 66.0], [{}] * 2))  # seeds that agree: std 0
+    assert not explained and "(63.94), over 100 std of the seeds: beyond their spread" in text
     one = ("2.06 points over the report; one seed here.", False)
     assert gap(row, Measured([66.0], [{}])) == one
     assert gap(row, Measured([66.0], [{"quick": True}])) is None  # a shortened run says nothing

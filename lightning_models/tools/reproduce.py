@@ -632,9 +632,11 @@ def gap(row: Row, m: Measured) -> tuple[str, bool] | None:
         z = abs(off) / m.std if m.std > 0 else math.inf
         explained = explained or z <= SPREAD
         within = "within" if z <= SPREAD else "beyond"
+        # seeds that agree to a few thousandths make z huge (inf when they are equal): say so
+        distance = f"{z:.1f} std of the seeds" if z < 100 else "over 100 std of the seeds"
         parts.append(
             f"{abs(off):.2f} points {'over' if off > 0 else 'under'} {source} ({figure:g}), "
-            f"{z:.1f} std of the seeds: {within} their spread"
+            f"{distance}: {within} their spread"
         )
     spread = f"its {m.n} seeds here span {min(m.accs):.2f}-{max(m.accs):.2f}, std {m.std:.2f}"
     return f"{'; '.join(parts)} ({spread}).", explained
