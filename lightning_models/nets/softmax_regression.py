@@ -49,11 +49,19 @@ class SoftmaxRegression(nn.Module):
         return x.flatten(1) @ self.W + self.b
 
     @staticmethod
+    def _shifted_exp(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores minus their row's maximum, so that no exponent is positive or overflows; their
+        exponentials; the row sums of those. A row is the last dimension: one image's scores are
+        a vector."""
+        shifted = scores - scores.amax(dim=-1, keepdim=True)
+        exp = shifted.exp()
+        return shifted, exp, exp.sum(dim=-1, keepdim=True)
+
+    @staticmethod
     def softmax(scores: torch.Tensor) -> torch.Tensor:
         """Row-wise softmax with the max-subtraction trick: no exponent is positive or overflows."""
-        shifted = scores - scores.max(dim=1, keepdim=True).values
-        exp = shifted.exp()
-        return exp / exp.sum(dim=1, keepdim=True)
+        _, exp, total = SoftmaxRegression._shifted_exp(scores)
+        return exp / total
 
     @torch.no_grad()
     def loss_and_gradients(
@@ -65,11 +73,9 @@ class SoftmaxRegression(nn.Module):
     def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor):
         n = x.shape[0]
         scores = x @ self.W + self.b
-        # softmax() written out, so that its shifted scores and sum of exponentials also give
-        # log p_y (the log of a p rounded to zero would be -inf); the same operations, same values
-        shifted = scores - scores.max(dim=1, keepdim=True).values
-        exp = shifted.exp()
-        total = exp.sum(dim=1, keepdim=True)
+        # the shifted scores and the sum of exponentials also give log p_y (the log of a p
+        # rounded to zero would be -inf)
+        shifted, exp, total = self._shifted_exp(scores)
         probs = exp / total
         log_p_y = shifted.gather(1, y[:, None]) - total.log()
         loss = -log_p_y.mean()
@@ -89,10 +95,8 @@ class SoftmaxRegression(nn.Module):
         """The same steps for one image (a vector x and its label), in a third of the tensor
         operations: scores b + Wᵀx, p = softmax, loss −log p_y, W −= lr·x(p − onehot)ᵀ."""
         scores = torch.addmv(self.b, self.W.t(), x)
-        shifted = scores - scores.max()
-        exp = shifted.exp()
-        total = exp.sum()
-        loss = total.log() - shifted[y]
+        shifted, exp, total = self._shifted_exp(scores)
+        loss = total.log()[0] - shifted[y]
         dscores = exp.div_(total)
         dscores[y] -= 1.0
         self.W.addr_(x, dscores, alpha=-lr)
